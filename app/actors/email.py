@@ -1,0 +1,31 @@
+"""emailJob: send one email."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from app import mail
+from app.actors import settings
+from app.jobs import job_type
+
+
+class EmailData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    subject: str = Field(default="Hello from taskqueue", max_length=998)
+    body: str = Field(default="", max_length=100_000)
+
+
+@job_type("emailJob", schema=EmailData)
+def email_job(job_id: str, data: dict[str, Any]) -> None:
+    message = mail.build_message(
+        job_id=job_id,
+        sender=settings.mail_from,
+        to=data["email"],
+        subject=data.get("subject", EmailData.model_fields["subject"].default),
+        body=data.get("body", ""),
+    )
+    mail.deliver(message, smtp_url=settings.smtp_url, mbox_path=settings.mbox_path)

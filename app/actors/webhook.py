@@ -1,0 +1,40 @@
+"""webhookJob: POST a signed JSON payload to a URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+
+from app import webhooks
+from app.actors import settings
+from app.jobs import job_type
+
+
+class WebhookData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl = Field(description="http(s) URL; private addresses need WEBHOOK_ALLOWED_HOSTS")
+    payload: Any = Field(description="any JSON value, sent as the request body")
+
+    @field_validator("url")
+    @classmethod
+    def public_destination(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        # Checked again at delivery time against the resolved address.
+        try:
+            webhooks.check_destination(str(url), settings.webhook_allowed_hosts, resolve=False)
+        except webhooks.ForbiddenDestination as error:
+            raise ValueError(str(error)) from None
+        return url
+
+
+@job_type("webhookJob", schema=WebhookData)
+def webhook_job(job_id: str, data: dict[str, Any]) -> None:
+    webhooks.deliver(
+        job_id=job_id,
+        url=data["url"],
+        payload=data.get("payload"),
+        secret=settings.webhook_secret,
+        timeout_s=settings.webhook_timeout_s,
+        allowed_hosts=settings.webhook_allowed_hosts,
+    )

@@ -1,0 +1,107 @@
+"""Removing outcome records, index entries and dead letters older than the retention.
+
+Work is done in bounded batches (one ZRANGEBYSCORE and one pipeline each) so Redis is never
+blocked. Each run removes everything older than the cutoff, so a missed run is caught up by
+the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import redis
+
+from app.keys import Keys
+from app.outcomes import STATES, now_ms
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CleanupReport:
+    records: int = 0
+    index_entries: int = 0
+    dead_letters: int = 0
+    duration_ms: int = 0
+
+
+def run(
+    client: redis.Redis,
+    keys: Keys,
+    *,
+    job_names: Iterable[str],
+    queues: Iterable[str],
+    retention_seconds: int,
+    batch_size: int,
+    at_ms: int | None = None,
+) -> CleanupReport:
+    """Remove what is older than the retention and record when this ran and what it removed."""
+    started = time.monotonic()
+    at_ms = now_ms() if at_ms is None else at_ms
+    cutoff_ms = at_ms - retention_seconds * 1000
+    report = CleanupReport()
+    names = list(job_names)
+    for state in (*STATES, "all"):
+        deletes_records = state != "all"  # "all" is ordered by enqueue time: the job may still be alive
+        for name in (None, *names):
+            index = keys.state_index(state, name)
+            _trim_index(client, keys, index, cutoff_ms, batch_size, deletes_records and name is None, report)
+    for queue in queues:
+        _trim_dead_letters(client, keys, queue, cutoff_ms, batch_size, report)
+    report.duration_ms = int((time.monotonic() - started) * 1000)
+    client.hset(
+        keys.cleanup_status(),
+        mapping={
+            "lastRunAt": at_ms,
+            "removedRecords": report.records,
+            "removedIndexEntries": report.index_entries,
+            "removedDeadLetters": report.dead_letters,
+            "durationMs": report.duration_ms,
+            "retentionSeconds": retention_seconds,
+        },
+    )
+    logger.info("Cleanup removed %s", asdict(report))
+    return report
+
+
+def _trim_index(
+    client: redis.Redis,
+    keys: Keys,
+    index: str,
+    cutoff_ms: int,
+    batch_size: int,
+    delete_records: bool,
+    report: CleanupReport,
+) -> None:
+    cutoff_score = f"({cutoff_ms * 1000}"
+    while True:
+        ids = client.zrangebyscore(index, "-inf", cutoff_score, start=0, num=batch_size)
+        if not ids:
+            return
+        with client.pipeline(transaction=False) as pipeline:
+            pipeline.zrem(index, *ids)
+            if delete_records:
+                for job_id in ids:
+                    job = job_id.decode()
+                    pipeline.delete(keys.job(job), keys.failed_job_compat(job))
+            results = pipeline.execute()
+        report.index_entries += int(results[0])
+        if delete_records:
+            report.records += sum(1 for removed in results[1:] if removed)
+
+
+def _trim_dead_letters(
+    client: redis.Redis, keys: Keys, queue: str, cutoff_ms: int, batch_size: int, report: CleanupReport
+) -> None:
+    while True:
+        ids = client.zrangebyscore(keys.dead_letters(queue), "-inf", f"({cutoff_ms}", start=0, num=batch_size)
+        if not ids:
+            return
+        with client.pipeline(transaction=True) as pipeline:
+            pipeline.zrem(keys.dead_letters(queue), *ids)
+            pipeline.hdel(keys.dead_letter_messages(queue), *ids)
+            removed, _ = pipeline.execute()
+        report.dead_letters += int(removed)

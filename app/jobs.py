@@ -1,0 +1,97 @@
+"""Job types: a name, a schema for its data, and the Dramatiq actor that runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import pydantic
+
+from app.errors import InvalidJobData, PermanentJobError, UnknownJob
+
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A registered job type; `validate` is the one check every way in (API, producer) goes through."""
+
+    name: str
+    schema: type[pydantic.BaseModel]
+    actor: dramatiq.Actor[Any, Any]
+    queue: str
+    internal: bool = False
+
+    def validate(self, data: Any) -> dict[str, Any]:
+        """The data as the job will receive it, or InvalidJobData naming each bad field."""
+        if not isinstance(data, dict):
+            raise InvalidJobData(self.name, {"data": "must be a JSON object"})
+        try:
+            model = self.schema.model_validate(data)
+        except pydantic.ValidationError as error:
+            problems: dict[str, str] = {}
+            for item in error.errors(include_url=False):
+                path = ".".join(str(part) for part in ("data", *item["loc"]))
+                problems[path] = item["msg"]
+            raise InvalidJobData(self.name, problems) from None
+        return model.model_dump(mode="json", exclude_none=True)
+
+
+class JobRegistry:
+    """The allow-list of job types, filled as modules in app/actors/ are imported."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+
+    def add(self, job_type: JobType) -> None:
+        if job_type.name in self._types:
+            raise ValueError(f"job type {job_type.name!r} is registered twice")
+        self._types[job_type.name] = job_type
+
+    def get(self, name: object) -> JobType:
+        if isinstance(name, str) and name in self._types:
+            return self._types[name]
+        raise UnknownJob(name, self.names())
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._types.values())
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
+registry = JobRegistry()
+
+
+def job_type(
+    name: str,
+    *,
+    schema: type[pydantic.BaseModel],
+    queue: str = DEFAULT_QUEUE,
+    permanent_errors: tuple[type[BaseException], ...] = (),
+    internal: bool = False,
+    **actor_options: Any,
+) -> Callable[[Callable[[str, dict[str, Any]], None]], JobType]:
+    """Declare a job type: `fn(job_id, data)` becomes an actor named `name`.
+
+    `permanent_errors` fail the job at once (no retries); PermanentJobError always does.
+    """
+
+    def decorate(fn: Callable[[str, dict[str, Any]], None]) -> JobType:
+        actor = dramatiq.actor(
+            fn,
+            actor_name=name,
+            queue_name=queue,
+            throws=(PermanentJobError, *permanent_errors),
+            **actor_options,
+        )
+        declared = JobType(name=name, schema=schema, actor=actor, queue=queue, internal=internal)
+        registry.add(declared)
+        return declared
+
+    return decorate

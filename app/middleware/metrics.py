@@ -1,0 +1,213 @@
+"""Prometheus metrics of job executions, right with `--processes N` and several replicas.
+
+Each worker process writes prometheus-client's multiprocess files into a directory private to
+this run of `dramatiq` (one per main process, under METRICS_DIR, which is private to the
+replica); one forked exposition process serves them all on METRICS_PORT. Directories of runs
+whose main process is gone are wiped at boot, and live gauges of dead processes are dropped
+at every scrape, so a SIGKILLed process does not leave a job "in progress" forever.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.logging import get_logger
+from dramatiq.middleware import Middleware
+
+from app.enqueue import RUNNABLE_AT
+from app.settings import Settings
+
+OUTCOMES = ("succeeded", "retried", "failed", "skipped")
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+def run_directory(base: Path, main_pid: int) -> Path:
+    """The metrics directory of the `dramatiq` run whose main process is `main_pid`."""
+    return base / f"run-{main_pid}-{_start_time(main_pid)}"
+
+
+def _start_time(pid: int) -> str:
+    # The start time tells a live process from an earlier one with the same (reused) pid.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
+def _run_is_alive(run: Path) -> bool:
+    try:
+        _, pid, start = run.name.split("-", 2)
+        return _start_time(int(pid)) == start and start != "0"
+    except ValueError:
+        return False
+
+
+def prepare_run_directory(base: Path, main_pid: int) -> Path:
+    """Create this run's directory and wipe those of runs that have ended."""
+    base.mkdir(parents=True, exist_ok=True)
+    run = run_directory(base, main_pid)
+    run.mkdir(exist_ok=True)
+    for other in base.glob("run-*"):
+        if other != run and not _run_is_alive(other):
+            shutil.rmtree(other, ignore_errors=True)
+    return run
+
+
+def _use_multiprocess_dir(run: Path) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run)
+    if "prometheus_client.values" in sys.modules:
+        # Imported before the directory was known: switch value storage to the files now.
+        from prometheus_client import values
+
+        values.ValueClass = values.MultiProcessValue()
+
+
+class WorkerMetrics(Middleware):
+    """Counts each execution once by outcome; times duration and wait; tracks jobs in progress."""
+
+    def __init__(self, *, settings: Settings) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.settings = settings
+        self.enabled = False
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def forks(self) -> list[Any]:
+        return [serve_worker_metrics] if self.settings.metrics_port else []
+
+    def after_process_boot(self, broker: Broker) -> None:
+        run = prepare_run_directory(self.settings.metrics_dir, os.getppid())
+        _use_multiprocess_dir(run)
+        import prometheus_client as prom
+
+        registry = prom.CollectorRegistry()
+        labels = ("job", "queue")
+        self.processed = prom.Counter(
+            "taskqueue_jobs_processed",
+            "Job executions by outcome: succeeded, retried (another attempt scheduled), failed (for good), skipped.",
+            (*labels, "outcome"),
+            registry=registry,
+        )
+        self.duration = prom.Histogram(
+            "taskqueue_job_duration_seconds",
+            "Time a job execution took.",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.wait = prom.Histogram(
+            "taskqueue_job_wait_seconds",
+            "Time from when a job became runnable to when an execution started.",
+            labels,
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.in_progress = prom.Gauge(
+            "taskqueue_jobs_in_progress",
+            "Job executions running now.",
+            labels,
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.log_errors = prom.Counter(
+            "taskqueue_outcome_log_errors",
+            "Writes of the outcome log to Redis that failed (the jobs themselves were unaffected).",
+            registry=registry,
+        )
+        for actor_name in broker.get_declared_actors():
+            queue = broker.get_actor(actor_name).queue_name
+            for outcome in OUTCOMES:
+                self.processed.labels(actor_name, queue, outcome)
+            self.in_progress.labels(actor_name, queue)
+        self.enabled = True
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self.enabled:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
+    def count_log_error(self) -> None:
+        if self.enabled:
+            self.log_errors.inc()
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        if not self.enabled:
+            return
+        labels = (message.actor_name, _queue(message))
+        now = time.time()
+        runnable_at = message.options.get(RUNNABLE_AT, message.message_timestamp)
+        self.wait.labels(*labels).observe(max(0.0, now - int(runnable_at) / 1000))
+        self.in_progress.labels(*labels).inc()
+        self._started[_key(message)] = time.perf_counter()
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if not self.enabled:
+            return
+        if exception is None:
+            outcome = "succeeded"
+        else:
+            outcome = "failed" if message.failed else "retried"
+        self._finish(message, outcome)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        if self.enabled:
+            self._finish(message, "failed" if message.failed else "skipped")
+
+    def _finish(self, message: MessageProxy, outcome: str) -> None:
+        labels = (message.actor_name, _queue(message))
+        started = self._started.pop(_key(message), None)
+        if started is not None:
+            self.duration.labels(*labels).observe(time.perf_counter() - started)
+            self.in_progress.labels(*labels).dec()
+        self.processed.labels(*labels, outcome).inc()
+
+
+def serve_worker_metrics() -> int:
+    """The forked exposition process: serves the metrics of every process of this run."""
+    settings = Settings.from_env()
+    run = prepare_run_directory(settings.metrics_dir, os.getppid())
+    _use_multiprocess_dir(run)
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+    class LiveProcessesCollector(MultiProcessCollector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            for path in run.glob("gauge_live*_*.db"):
+                pid = int(path.stem.rsplit("_", 1)[1])
+                if not Path(f"/proc/{pid}").exists():
+                    mark_process_dead(pid, str(run))
+            return super().collect()
+
+    registry = CollectorRegistry()
+    LiveProcessesCollector(registry, path=str(run))
+    start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    get_logger(__name__, "serve_worker_metrics").info(
+        "Serving worker metrics on %s:%d/metrics", settings.metrics_host, settings.metrics_port
+    )
+    while True:
+        time.sleep(3600)
+
+
+def _key(message: MessageProxy) -> str:
+    return str(message.options.get("redis_message_id") or message.message_id)
+
+
+def _queue(message: MessageProxy) -> str:
+    return message.queue_name.removesuffix(".DQ")

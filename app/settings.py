@@ -1,0 +1,234 @@
+"""The one settings object, built once from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from app.errors import SettingsError
+
+T = TypeVar("T")
+
+# An unreachable Redis must fail a request in seconds, never hang it.
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_SOCKET_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API, workers, scheduler and producer read from the environment."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    redis_url_is_default: bool = True
+    api_key: str = field(default="", repr=False)
+    api_readonly_key: str = field(default="", repr=False)
+    api_port: int = 3002
+    max_retries: int = 5
+    retry_min_backoff_ms: int = 15_000
+    retry_max_backoff_ms: int = 3_600_000
+    retry_enqueue_deadline_ms: int = 60_000
+    job_time_limit_ms: int = 300_000
+    smtp_url: str = field(default="", repr=False)
+    mail_from: str = "taskqueue@localhost"
+    mbox_path: Path = Path("var/mail/outbox.mbox")
+    webhook_secret: str = field(default="", repr=False)
+    webhook_timeout_s: float = 10.0
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    heartbeat_timeout_ms: int = 30_000
+    max_crash_deliveries: int = 3
+    worker_prefetch: int = 64
+    log_retention_seconds: int = 7 * 86_400
+    cleanup_batch_size: int = 500
+    idempotency_ttl_seconds: int = 86_400
+    max_body_bytes: int = 1_048_576
+    max_batch_jobs: int = 1_000
+    metrics_port: int = 9191
+    metrics_host: str = "0.0.0.0"
+    metrics_dir: Path = Path("var/metrics")
+    namespace: str = "taskqueue"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from the environment; a wrong value raises SettingsError naming it."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        redis_url, is_default = _redis_url(env)
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "redis_url_is_default": is_default,
+            "api_key": env.get("API_KEY", "").strip(),
+            "api_readonly_key": env.get("API_READONLY_KEY", "").strip(),
+            "api_port": reader.integer("API_PORT", cls.api_port, low=1, high=65_535),
+            "max_retries": reader.integer("MAX_RETRIES", cls.max_retries, low=0, high=100),
+            "retry_min_backoff_ms": reader.integer("RETRY_MIN_BACKOFF_MS", cls.retry_min_backoff_ms, low=1),
+            "retry_max_backoff_ms": reader.integer("RETRY_MAX_BACKOFF_MS", cls.retry_max_backoff_ms, low=1),
+            "retry_enqueue_deadline_ms": reader.integer(
+                "RETRY_ENQUEUE_DEADLINE_MS", cls.retry_enqueue_deadline_ms, low=0
+            ),
+            "job_time_limit_ms": reader.integer("JOB_TIME_LIMIT_MS", cls.job_time_limit_ms, low=1),
+            "smtp_url": reader.url("SMTP_URL", ("smtp", "smtp+starttls", "smtps")),
+            "mail_from": env.get("MAIL_FROM", cls.mail_from),
+            "mbox_path": Path(env.get("MBOX_PATH", str(cls.mbox_path))),
+            "webhook_secret": env.get("WEBHOOK_SECRET", ""),
+            "webhook_timeout_s": reader.number("WEBHOOK_TIMEOUT_S", cls.webhook_timeout_s, low=0.1),
+            "webhook_allowed_hosts": reader.hosts("WEBHOOK_ALLOWED_HOSTS"),
+            "heartbeat_timeout_ms": reader.integer(
+                "HEARTBEAT_TIMEOUT_MS", cls.heartbeat_timeout_ms, low=500, high=3_600_000
+            ),
+            "max_crash_deliveries": reader.integer("MAX_CRASH_DELIVERIES", cls.max_crash_deliveries, low=1),
+            "worker_prefetch": reader.integer("WORKER_PREFETCH", cls.worker_prefetch, low=1, high=65_535),
+            "log_retention_seconds": reader.integer("LOG_RETENTION_SECONDS", cls.log_retention_seconds, low=1),
+            "cleanup_batch_size": reader.integer("CLEANUP_BATCH_SIZE", cls.cleanup_batch_size, low=1),
+            "idempotency_ttl_seconds": reader.integer(
+                "IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, low=1
+            ),
+            "max_body_bytes": reader.integer("MAX_BODY_BYTES", cls.max_body_bytes, low=1_024),
+            "max_batch_jobs": reader.integer("MAX_BATCH_JOBS", cls.max_batch_jobs, low=1, high=100_000),
+            "metrics_port": reader.integer("METRICS_PORT", cls.metrics_port, low=0, high=65_535),
+            "metrics_host": reader.ip("METRICS_HOST", cls.metrics_host),
+            "metrics_dir": Path(env.get("METRICS_DIR", str(cls.metrics_dir))),
+            "namespace": reader.word("TASKQUEUE_NAMESPACE", cls.namespace),
+            "log_level": reader.choice(
+                "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+            ),
+        }
+        if values["retry_max_backoff_ms"] < values["retry_min_backoff_ms"]:
+            raise SettingsError(
+                f"RETRY_MAX_BACKOFF_MS={values['retry_max_backoff_ms']} is smaller than "
+                f"RETRY_MIN_BACKOFF_MS={values['retry_min_backoff_ms']}: raise the maximum or lower the minimum"
+            )
+        return cls(**values)
+
+    def require_api_key(self) -> None:
+        """Stop the API at start when no key is configured."""
+        if not self.api_key:
+            raise SettingsError(
+                "API_KEY is not set: the API refuses to start without one. Generate one with "
+                "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"` and export API_KEY=<it> "
+                "(or put it in .env, see .env.example)"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (tests and benchmarks)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
+    url = env.get("REDIS_URL", "").strip()
+    is_default = False
+    if not url:
+        host = env.get("REDIS_HOST", "").strip()
+        port = env.get("REDIS_PORT", "6379").strip()
+        if host:
+            url = f"redis://{host}:{port}/0"
+        else:
+            url, is_default = Settings.redis_url, True
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        shown = _redact(url)
+        raise SettingsError(
+            f"REDIS_URL={shown!r} is not a Redis URL: use redis://[:password@]host:port/db "
+            "or rediss:// for TLS"
+        )
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_connect_timeout", str(REDIS_CONNECT_TIMEOUT_S))
+    query.setdefault("socket_timeout", str(REDIS_SOCKET_TIMEOUT_S))
+    query.setdefault("health_check_interval", "30")
+    return urlunsplit(parts._replace(query=urlencode(query))), is_default
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to print: its password replaced with ***."""
+    return _redact(url)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _get(self, name: str, default: T, convert: Callable[[str], T], hint: str) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return convert(raw.strip())
+        except (ValueError, TypeError):
+            raise SettingsError(f"{name}={raw!r} is not valid: expected {hint}") from None
+
+    def integer(self, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
+        value = self._get(name, default, int, "a whole number")
+        self._bounds(name, value, low, high)
+        return value
+
+    def number(self, name: str, default: float, *, low: float | None = None) -> float:
+        value = self._get(name, default, float, "a number")
+        self._bounds(name, value, low, None)
+        return value
+
+    @staticmethod
+    def _bounds(name: str, value: float, low: float | None, high: float | None) -> None:
+        if low is not None and value < low or high is not None and value > high:
+            span = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise SettingsError(f"{name}={value!r} is out of range: expected a value {span}")
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return ""
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise SettingsError(
+                f"{name}={_redact(raw)!r} is not valid: expected {' or '.join(s + '://host:port' for s in schemes)}"
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise SettingsError(f"{name}={_redact(raw)!r} has an invalid port") from None
+        return raw
+
+    def hosts(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(name, "")
+        items = tuple(item.strip().lower() for item in raw.split(",") if item.strip())
+        for item in items:
+            if "/" in item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise SettingsError(f"{name} entry {item!r} is not a valid CIDR range") from None
+        return items
+
+    def ip(self, name: str, default: str) -> str:
+        value = self.env.get(name, "").strip() or default
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if value != "localhost":
+                raise SettingsError(f"{name}={value!r} is not an IP address to bind to") from None
+        return value
+
+    def word(self, name: str, default: str) -> str:
+        value = self.env.get(name, "").strip() or default
+        if not value.replace("_", "").replace("-", "").isalnum():
+            raise SettingsError(f"{name}={value!r} is not valid: use letters, digits, '-' and '_'")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.env.get(name, "").strip() or default).upper()
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r} is not valid: expected one of {', '.join(choices)}")
+        return value
