@@ -54,7 +54,12 @@ class Enqueuer:
         return message, delay_ms
 
     def commands(
-        self, message: dramatiq.Message[Any], delay_ms: int | None, *, at_ms: int | None = None, sequence: int = 0
+        self,
+        message: dramatiq.Message[Any],
+        delay_ms: int | None,
+        *,
+        at_ms: int | None = None,
+        sequence: int = 0,
     ) -> tuple[dramatiq.Message[Any], list[Command]]:
         """The message as stored, and the commands that enqueue it (and log it when it is new)."""
         at_ms = now_ms() if at_ms is None else at_ms

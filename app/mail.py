@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import mailbox
 import smtplib
-import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -56,7 +55,7 @@ def deliver(message: EmailMessage, *, smtp_url: str, mbox_path: Path) -> None:
         raise PermanentJobError(f"SMTP login refused ({error.smtp_code}); check the credentials in SMTP_URL") from None
     except smtplib.SMTPRecipientsRefused as error:
         raise PermanentJobError(f"recipient refused by the SMTP server: {list(error.recipients)}") from None
-    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, OSError) as error:
+    except (TimeoutError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
         # Transient: the job is retried.
         raise ConnectionError(f"SMTP server {host}:{port} unreachable: {error}") from None
 

@@ -86,18 +86,14 @@ class Settings:
             "worker_prefetch": reader.integer("WORKER_PREFETCH", cls.worker_prefetch, low=1, high=65_535),
             "log_retention_seconds": reader.integer("LOG_RETENTION_SECONDS", cls.log_retention_seconds, low=1),
             "cleanup_batch_size": reader.integer("CLEANUP_BATCH_SIZE", cls.cleanup_batch_size, low=1),
-            "idempotency_ttl_seconds": reader.integer(
-                "IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, low=1
-            ),
+            "idempotency_ttl_seconds": reader.integer("IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, low=1),
             "max_body_bytes": reader.integer("MAX_BODY_BYTES", cls.max_body_bytes, low=1_024),
             "max_batch_jobs": reader.integer("MAX_BATCH_JOBS", cls.max_batch_jobs, low=1, high=100_000),
             "metrics_port": reader.integer("METRICS_PORT", cls.metrics_port, low=0, high=65_535),
             "metrics_host": reader.ip("METRICS_HOST", cls.metrics_host),
             "metrics_dir": Path(env.get("METRICS_DIR", str(cls.metrics_dir))),
             "namespace": reader.word("TASKQUEUE_NAMESPACE", cls.namespace),
-            "log_level": reader.choice(
-                "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-            ),
+            "log_level": reader.choice("LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         }
         if values["retry_max_backoff_ms"] < values["retry_min_backoff_ms"]:
             raise SettingsError(
@@ -111,7 +107,7 @@ class Settings:
         if not self.api_key:
             raise SettingsError(
                 "API_KEY is not set: the API refuses to start without one. Generate one with "
-                "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"` and export API_KEY=<it> "
+                '`python -c "import secrets; print(secrets.token_urlsafe(32))"` and export API_KEY=<it> '
                 "(or put it in .env, see .env.example)"
             )
 
@@ -134,8 +130,7 @@ def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
         shown = _redact(url)
         raise SettingsError(
-            f"REDIS_URL={shown!r} is not a Redis URL: use redis://[:password@]host:port/db "
-            "or rediss:// for TLS"
+            f"REDIS_URL={shown!r} is not a Redis URL: use redis://[:password@]host:port/db or rediss:// for TLS"
         )
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_connect_timeout", str(REDIS_CONNECT_TIMEOUT_S))

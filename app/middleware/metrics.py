@@ -89,6 +89,8 @@ class WorkerMetrics(Middleware):
         _use_multiprocess_dir(run)
         import prometheus_client as prom
 
+        prom.disable_created_metrics()
+
         registry = prom.CollectorRegistry()
         labels = ("job", "queue")
         self.processed = prom.Counter(
@@ -160,10 +162,7 @@ class WorkerMetrics(Middleware):
     ) -> None:
         if not self.enabled:
             return
-        if exception is None:
-            outcome = "succeeded"
-        else:
-            outcome = "failed" if message.failed else "retried"
+        outcome = "succeeded" if exception is None else "failed" if message.failed else "retried"
         self._finish(message, outcome)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
