@@ -22,7 +22,7 @@ class JobType:
     schema: type[pydantic.BaseModel]
     actor: dramatiq.Actor[Any, Any]
     queue: str
-    internal: bool = False
+    example: Callable[[int], dict[str, Any]] = lambda number: {}
 
     def validate(self, data: Any) -> dict[str, Any]:
         """The data as the job will receive it, or InvalidJobData naming each bad field."""
@@ -74,12 +74,13 @@ def job_type(
     schema: type[pydantic.BaseModel],
     queue: str = DEFAULT_QUEUE,
     permanent_errors: tuple[type[BaseException], ...] = (),
-    internal: bool = False,
+    example: Callable[[int], dict[str, Any]] | None = None,
     **actor_options: Any,
 ) -> Callable[[Callable[[str, dict[str, Any]], None]], JobType]:
     """Declare a job type: `fn(job_id, data)` becomes an actor named `name`.
 
     `permanent_errors` fail the job at once (no retries); PermanentJobError always does.
+    `example(n)` makes the data of the n-th synthetic job for `app.producer --generate`.
     """
 
     def decorate(fn: Callable[[str, dict[str, Any]], None]) -> JobType:
@@ -90,7 +91,9 @@ def job_type(
             throws=(PermanentJobError, *permanent_errors),
             **actor_options,
         )
-        declared = JobType(name=name, schema=schema, actor=actor, queue=queue, internal=internal)
+        declared = JobType(name=name, schema=schema, actor=actor, queue=queue)
+        if example is not None:
+            declared = JobType(name=name, schema=schema, actor=actor, queue=queue, example=example)
         registry.add(declared)
         return declared
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from support.prometheus import require_binary
+
+from tests.support.prometheus import require_binary
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "deploy" / "prometheus.yml"

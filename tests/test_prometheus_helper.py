@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
-from support.prometheus import PrometheusServer
+
+from tests.support.prometheus import PrometheusServer
 
 
 @pytest.fixture

@@ -19,7 +19,11 @@ class EmailData(BaseModel):
     body: str = Field(default="", max_length=100_000)
 
 
-@job_type("emailJob", schema=EmailData)
+@job_type(
+    "emailJob",
+    schema=EmailData,
+    example=lambda n: {"email": f"user{n}@example.com", "subject": f"Demo #{n}", "body": "Sent by the producer."},
+)
 def email_job(job_id: str, data: dict[str, Any]) -> None:
     message = mail.build_message(
         job_id=job_id,

@@ -28,7 +28,11 @@ class WebhookData(BaseModel):
         return url
 
 
-@job_type("webhookJob", schema=WebhookData)
+@job_type(
+    "webhookJob",
+    schema=WebhookData,
+    example=lambda n: {"url": "https://example.com/hooks/demo", "payload": {"event": "demo", "n": n}},
+)
 def webhook_job(job_id: str, data: dict[str, Any]) -> None:
     webhooks.deliver(
         job_id=job_id,

@@ -122,9 +122,9 @@ class PrometheusServer:
             wait_until(self._ready, timeout=self.startup_timeout, what=f"Prometheus ready at {self.url}")
             wait_until(self._all_targets_up, timeout=self.startup_timeout, what=f"targets up: {self.jobs}")
         except Exception as error:
-            log = self.log()
+            report = f"{error}\n{self._target_report()}\n--- prometheus log ---\n{self.log()[-4000:]}"
             self.stop()
-            raise RuntimeError(f"{error}\n--- prometheus log ---\n{log[-4000:]}") from error
+            raise RuntimeError(report) from error
         except BaseException:
             self.stop()
             raise
@@ -190,6 +190,14 @@ class PrometheusServer:
         expected = sum(len(hosts) for hosts in self.jobs.values())
         active = self.targets()
         return len(active) == expected and all(target["health"] == "up" for target in active)
+
+    def _target_report(self) -> str:
+        try:
+            targets = self.targets()
+        except Exception as error:
+            return f"targets: unavailable ({error})"
+        lines = [f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']} {t['lastError']}" for t in targets]
+        return "targets:\n" + "\n".join(lines)
 
     def _api(self, endpoint: str, params: Mapping[str, str]) -> Any:
         url = f"{self.url}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"

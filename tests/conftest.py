@@ -1,0 +1,33 @@
+"""Shared fixtures: a private redis-server per test, and a Stack of our real processes on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.services import RedisServer, Stack, running_redis
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server with AOF (so it can be restarted without losing data)."""
+    with running_redis(tmp_path / "redis", appendonly=True) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
+    """Start processes with stack.api(), stack.worker(), ...; all are stopped at the end."""
+    processes = Stack(redis_server, tmp_path)
+    yield processes
+    processes.stop_all()
