@@ -5,13 +5,20 @@
   enqueued counter in one MULTI/EXEC round trip;
 - an idle consumer blocks on the queue's wake-up list instead of sleeping, so a new job starts
   within milliseconds, and wakes up for the next delayed message exactly at its eta;
-- the prefetch of ordinary queues is a setting (Dramatiq's default starves workers).
+- the prefetch of ordinary queues is a setting (Dramatiq's default starves workers);
+- the consumer keeps track of the messages its process holds, so that a message fetched but
+  dropped from memory (a lost reply, a delayed message Dramatiq discards on a connection error)
+  goes back to its queue when the consumer reconnects, instead of waiting for a restart;
+- on shutdown (see middleware/drain.py) consumers stop fetching, and messages that have not
+  started go back to the head of their queue at once, for other workers to take.
 """
 
 from __future__ import annotations
 
 import heapq
+import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
@@ -31,10 +38,10 @@ from dramatiq.middleware import (
 from periodiq import PeriodiqMiddleware
 
 from app import connections
-from app.enqueue import Enqueuer
-from app.errors import BrokerUnavailable
+from app.connections import REDIS_DOWN_ERRORS
+from app.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
 from app.jobs import JobRegistry, registry
-from app.keys import Keys
+from app.keys import DELAY_SUFFIX, Keys
 from app.outcomes import OutcomeLog, now_ms
 from app.settings import Settings
 
@@ -64,13 +71,21 @@ class TaskQueueBroker(RedisBroker):
         self.settings = settings
         self.keys = keys
         self.enqueuer = enqueuer
+        self.in_flight = InFlight()
+        self.draining = threading.Event()
+        self.give_back = client.register_script(GIVE_BACK)
+        self.reclaim_stranded = client.register_script(RECLAIM_STRANDED)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return WakeableConsumer
 
+    def stop_fetching(self) -> None:
+        """From now on consumers fetch nothing and give back what they have not handed out."""
+        self.draining.set()
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakeableConsumer:
-        if not queue_name.endswith(".DQ"):
+        if not queue_name.endswith(DELAY_SUFFIX):
             prefetch = max(prefetch, self.settings.worker_prefetch)
         return WakeableConsumer(self, queue_name, prefetch, timeout)
 
@@ -83,24 +98,127 @@ class TaskQueueBroker(RedisBroker):
         return stored
 
 
+class InFlight:
+    """The redis ids of the messages this process holds, per queue: handed to Dramatiq's threads
+    and not yet acked, nacked or given back. Only ids in here may still be settled by a thread;
+    anything else in this process's ack set is stranded and can go back to its queue."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, queue_name: str, redis_id: str) -> None:
+        with self._lock:
+            self._ids.setdefault(queue_name, set()).add(redis_id)
+
+    def release(self, queue_name: str, redis_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._ids.get(queue_name, set()).difference_update(redis_ids)
+
+    def forget(self, queue_name: str) -> None:
+        with self._lock:
+            self._ids.pop(queue_name, None)
+
+    def snapshot(self, queue_name: str) -> list[str]:
+        with self._lock:
+            return list(self._ids.get(queue_name, ()))
+
+    def count(self, queue_name: str) -> int:
+        with self._lock:
+            return len(self._ids.get(queue_name, ()))
+
+
+# Give fetched messages back to the head of their queue (they were first in line), and wake
+# idle consumers. KEYS: ack set, queue list, queue messages, wake-up list.
+# ARGV: wake-up tokens, wake-up ttl, redis ids in queue order.
+GIVE_BACK = """
+local moved = 0
+for i = #ARGV, 3, -1 do
+  if redis.call('SREM', KEYS[1], ARGV[i]) == 1 and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[i])
+    moved = moved + 1
+  end
+end
+if moved > 0 then
+  redis.call('LPUSH', KEYS[4], 1)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[1]) - 1)
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
+end
+return moved
+"""
+
+# Give back every id of this process's ack set that no thread holds (same KEYS; ARGV: wake-up
+# tokens, wake-up ttl, held ids). Such ids were fetched but dropped from memory: a fetch whose
+# reply was lost, or delayed messages Dramatiq discards when its consumer hits a connection error.
+RECLAIM_STRANDED = """
+local held = {}
+for i = 3, #ARGV do held[ARGV[i]] = true end
+local moved = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not held[id] then
+    redis.call('SREM', KEYS[1], id)
+    if redis.call('HEXISTS', KEYS[3], id) == 1 then
+      redis.call('LPUSH', KEYS[2], id)
+      moved = moved + 1
+    end
+  end
+end
+if moved > 0 then
+  redis.call('LPUSH', KEYS[4], 1)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[1]) - 1)
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
+end
+return moved
+"""
+
+#: How often a draining consumer looks whether its thread has been stopped.
+DRAIN_POLL_S = 0.05
+
+
 class WakeableConsumer(_RedisConsumer):
-    """A consumer that waits on the queue's wake-up list (BLPOP) when the queue is empty."""
+    """A consumer that waits on the queue's wake-up list (BLPOP) when the queue is empty.
+
+    It also keeps the broker's record of messages in flight, gives back what its process
+    dropped after a connection error (each new consumer starts with that), and stops fetching
+    once the worker drains."""
 
     broker: TaskQueueBroker
 
     def __init__(self, broker: TaskQueueBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
         self.wakeup_key = broker.keys.wakeup(queue_name)
+        self.redis_keys = [
+            broker.keys.acks(broker.broker_id, queue_name),
+            broker.keys.queue(queue_name),
+            broker.keys.queue_messages(queue_name),
+            self.wakeup_key,
+        ]
         self.etas: list[int] = []
+        self.reclaimed = False
+        if queue_name.endswith(DELAY_SUFFIX):
+            # Dramatiq builds a new consumer after dropping (on a connection error) or giving
+            # back (on other errors) everything its delay-queue thread held: none is in flight.
+            broker.in_flight.forget(queue_name)
+
+    @property
+    def outstanding_message_count(self) -> int:
+        # Counted across consumers: after a reconnect, messages of the previous one still run.
+        return self.broker.in_flight.count(self.queue_name) + len(self.message_cache)
 
     def __next__(self) -> MessageProxy | None:
         try:
+            if self.broker.draining.is_set():
+                self._give_back_cache()
+                time.sleep(DRAIN_POLL_S)
+                return None
+            if not self.reclaimed:
+                self._reclaim_stranded()
             if self.message_cache:
                 data = self.message_cache.pop(0)
                 if data is None:
-                    return None
+                    return None  # an id whose body is gone (acked by a worker declared dead)
                 message = dramatiq.Message.decode(data)
-                self.queued_message_ids.add(message.message_id)
+                self.broker.in_flight.hold(self.queue_name, message.options["redis_message_id"])
                 if "eta" in message.options:
                     heapq.heappush(self.etas, int(message.options["eta"]))
                 return MessageProxy(message)
@@ -112,10 +230,51 @@ class WakeableConsumer(_RedisConsumer):
                     return self.__next__()
             self._wait()
             return None
-        except (redis.ConnectionError, redis.TimeoutError) as error:
+        except REDIS_DOWN_ERRORS as error:
             raise ConnectionClosed(error) from None
-        except BrokerUnavailable:
-            raise
+
+    def ack(self, message: MessageProxy) -> None:
+        self._settle(message, self.broker.do_ack)
+
+    def nack(self, message: MessageProxy) -> None:
+        self._settle(message, self.broker.do_nack)
+
+    def _settle(self, message: MessageProxy, command: Callable[..., Any]) -> None:
+        redis_id = message.options["redis_message_id"]
+        try:
+            command(self.queue_name, redis_id)
+        except REDIS_DOWN_ERRORS as error:
+            # Stock Dramatiq lets a timeout through as an "unhandled error": the message would
+            # stay unacked and in flight for good. As ConnectionClosed the ack is tried again.
+            raise ConnectionClosed(error) from None
+        # Released only once Redis took it: until then the message must not be reclaimed.
+        self.broker.in_flight.release(self.queue_name, [redis_id])
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Give fetched messages that never started back to the head of their queue."""
+        redis_ids = [message.options["redis_message_id"] for message in messages]
+        if not redis_ids:
+            return
+        self._run(self.broker.give_back, redis_ids)
+        self.broker.in_flight.release(self.queue_name, redis_ids)
+        self.logger.info("Gave back %d unstarted message(s) to queue %r.", len(redis_ids), self.queue_name)
+
+    def _give_back_cache(self) -> None:
+        cache, self.message_cache = [data for data in self.message_cache if data is not None], []
+        if cache:
+            self._run(self.broker.give_back, [dramatiq.Message.decode(d).options["redis_message_id"] for d in cache])
+
+    def _reclaim_stranded(self) -> None:
+        moved = self._run(self.broker.reclaim_stranded, self.broker.in_flight.snapshot(self.queue_name))
+        self.reclaimed = True
+        if moved:
+            self.logger.warning("Gave back %d stranded message(s) to queue %r.", moved, self.queue_name)
+
+    def _run(self, script: Any, ids: list[str]) -> int:
+        try:
+            return int(script(keys=self.redis_keys, args=[WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, *ids]))
+        except REDIS_DOWN_ERRORS as error:
+            raise ConnectionClosed(error) from None
 
     def _wait(self) -> None:
         """Block until a job is enqueued, the next delayed message is due, or the idle timeout."""
@@ -137,13 +296,16 @@ class WakeableConsumer(_RedisConsumer):
 def build_middleware(settings: Settings, keys: Keys, log: OutcomeLog, client: redis.Redis) -> list[Middleware]:
     """The stack, in order. After-hooks run in reverse, so our recorders sit *before* the
     retries middleware: they run after it and see its verdict (retry scheduled or dead)."""
+    from app.middleware.drain import Drain
     from app.middleware.liveness import Liveness
     from app.middleware.metrics import WorkerMetrics
     from app.middleware.outcomes import OutcomeRecorder
+    from app.middleware.process_group import OwnProcessGroup
     from app.middleware.retries import DurableRetries
 
     metrics = WorkerMetrics(settings=settings)
     return [
+        OwnProcessGroup(),
         AgeLimit(),
         TimeLimit(time_limit=settings.job_time_limit_ms),
         ShutdownNotifications(),
@@ -159,6 +321,7 @@ def build_middleware(settings: Settings, keys: Keys, log: OutcomeLog, client: re
             on_write_error=metrics.count_log_error,
         ),
         Liveness(keys=keys, client=client, heartbeat_timeout_ms=settings.heartbeat_timeout_ms),
+        Drain(),
         DurableRetries(
             max_retries=settings.max_retries,
             min_backoff=settings.retry_min_backoff_ms,
