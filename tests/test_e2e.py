@@ -5,11 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
-import time
 from collections.abc import Iterator
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from app.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from tests.support.fixed_receiver import Receiver
 from tests.support.services import Stack, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -40,34 +38,6 @@ def smtp_server() -> Iterator[tuple[_Inbox, int]]:
     controller.start()
     yield inbox, port
     controller.stop()
-
-
-class Receiver:
-    """A webhook receiver answering a fixed status and recording each request."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.requests: list[tuple[float, dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append((time.monotonic(), dict(self.headers), body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -130,6 +130,8 @@ class WorkerMetrics(Middleware):
             for outcome in OUTCOMES:
                 self.processed.labels(actor_name, queue, outcome)
             self.in_progress.labels(actor_name, queue)
+            self.duration.labels(actor_name, queue)
+            self.wait.labels(actor_name, queue)
         self.enabled = True
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
