@@ -41,7 +41,8 @@ class WriteBatcher:
     async def _flush_all(self) -> None:
         try:
             while self._pending:
-                batch, size = [], 0
+                batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
+                size = 0
                 while self._pending and (not batch or size + len(self._pending[0][0]) <= MAX_COMMANDS_PER_FLUSH):
                     item = self._pending.pop(0)
                     batch.append(item)
@@ -58,6 +59,7 @@ class WriteBatcher:
                 results = await asyncio.wait_for(pipeline.execute(), self.timeout_s)
         except (TimeoutError, *REDIS_DOWN_ERRORS) as error:
             failure = BrokerUnavailable(f"Redis is unavailable ({type(error).__name__}: {error})")
+            failure.__cause__ = error
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)

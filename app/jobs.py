@@ -84,7 +84,7 @@ def job_type(
     """
 
     def decorate(fn: Callable[[str, dict[str, Any]], None]) -> JobType:
-        actor = dramatiq.actor(
+        actor: dramatiq.Actor[Any, Any] = dramatiq.actor(  # type: ignore[call-overload]
             fn,
             actor_name=name,
             queue_name=queue,

@@ -141,10 +141,13 @@ def main() -> int:
     if env.get("REDIS_URL"):
         parts = urlsplit(env["REDIS_URL"])
         if not answers(parts.hostname or "localhost", parts.port or 6379):
-            print(f"REDIS_URL is set to {parts.hostname}:{parts.port or 6379} but nothing answers there.", file=sys.stderr)
+            print(
+                f"REDIS_URL is set to {parts.hostname}:{parts.port or 6379} but nothing answers there.", file=sys.stderr
+            )
             print("Start that Redis, or unset REDIS_URL to use a local or embedded one.", file=sys.stderr)
             return 1
-        redis_url, redis_note = env["REDIS_URL"], "REDIS_URL"
+        redis_url = env["REDIS_URL"]
+        redis_note = f"REDIS_URL ({parts.scheme}://{parts.hostname}:{parts.port or 6379})"
     elif answers("127.0.0.1", 6379):
         redis_url, redis_note = "redis://localhost:6379/0", "the Redis answering on localhost:6379"
     else:

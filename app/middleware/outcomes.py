@@ -119,12 +119,13 @@ class OutcomeRecorder(Middleware):
         verdict = self._verdicts.pop(_key(message), None)
         if verdict is None:
             return  # a delayed message moved to its queue: not an attempt
-        ids = {"job_id": message.message_id, "job_name": message.actor_name, "at_ms": now_ms()}
+        ids: dict[str, Any] = {"job_id": message.message_id, "job_name": message.actor_name, "at_ms": now_ms()}
         commands: list[Command]
         if verdict.state == "succeeded":
             commands = self.log.succeeded(duration_ms=verdict.duration_ms or 0, **ids)
         elif verdict.state == "retrying":
             commands = self.log.retrying(
+                attempt=verdict.attempt,
                 error=verdict.error,
                 traceback=verdict.traceback,
                 next_retry_at_ms=verdict.next_retry_at_ms,

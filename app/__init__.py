@@ -1,0 +1,1 @@
+"""taskqueue: a distributed task queue service on Dramatiq and Redis."""

@@ -1,0 +1,1 @@
+"""Our Dramatiq middleware: one class per module, one concern per hook."""
