@@ -53,6 +53,8 @@ def deliver(message: EmailMessage, *, smtp_url: str, mbox_path: Path) -> None:
             client.send_message(message)
     except smtplib.SMTPAuthenticationError as error:
         raise PermanentJobError(f"SMTP login refused ({error.smtp_code}); check the credentials in SMTP_URL") from None
+    except smtplib.SMTPNotSupportedError as error:
+        raise PermanentJobError(f"the SMTP server does not support what SMTP_URL asks for: {error}") from None
     except smtplib.SMTPRecipientsRefused as error:
         raise PermanentJobError(f"recipient refused by the SMTP server: {list(error.recipients)}") from None
     except (TimeoutError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
