@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fcntl
-import mailbox
+import io
 import smtplib
 import ssl
+import time
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -63,13 +65,14 @@ def deliver(message: EmailMessage, *, smtp_url: str, mbox_path: Path) -> None:
 
 
 def append_to_mbox(message: EmailMessage, path: Path) -> None:
+    """Append in mbox format. Written directly: `mailbox.mbox` re-reads the whole file per message."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        # Several worker processes append to the same file.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        box = mailbox.mbox(str(path), create=True)
-        try:
-            box.add(message)
-            box.flush()
-        finally:
-            box.close()
+    buffer = io.BytesIO()
+    buffer.write(f"From taskqueue {time.asctime(time.gmtime())}\n".encode())
+    BytesGenerator(buffer, mangle_from_=True, policy=message.policy.clone(linesep="\n")).flatten(message)
+    data = buffer.getvalue()
+    data += b"\n" if data.endswith(b"\n") else b"\n\n"
+    with open(path, "ab") as mbox:
+        # Several worker processes append to the same file: one locked write per message.
+        fcntl.flock(mbox, fcntl.LOCK_EX)
+        mbox.write(data)

@@ -2,14 +2,20 @@
 
 Stock Dramatiq requeues a dead worker's unacked messages only when random "maintenance" fires
 on that very queue (about 12 minutes on average). Here every worker process stamps its
-heartbeat on a fixed interval (also while its threads are busy with long jobs) and sweeps:
-any worker silent for longer than the heartbeat timeout has its unacked messages pushed back
-onto their queues, on every queue, in one atomic script.
+heartbeat on a fixed interval (also while its threads are busy with long jobs, and while it
+drains on shutdown) and sweeps: any worker silent for longer than the heartbeat timeout has its
+unacked messages pushed back onto their queues, on every queue, in one atomic script. A worker
+that stops marks itself dead at once, so what it leaves unacked comes back without waiting.
+
+A process judges others dead only after its own heartbeats have gone through for a whole
+timeout: after a Redis outage every stamp is old, and the first worker back must not take the
+running jobs of workers that simply have not reconnected yet.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import redis
@@ -21,15 +27,19 @@ from app.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
 from app.keys import Keys, delay_queue
 from app.outcomes import now_ms
 
-# ARGV: now, timeout, heartbeats, acks prefix, broker key prefix, job record prefix,
-#       wake-up key prefix, wake-up tokens, wake-up ttl, queue names...
+#: Heartbeat score of a worker that has stopped: swept by the next live worker at once.
+STOPPED = 0
+
+# ARGV: now, cutoff (workers whose stamp is at or below it are dead), heartbeats, acks prefix,
+#       broker key prefix, job record prefix, wake-up key prefix, wake-up tokens, wake-up ttl,
+#       queue names...
 SWEEP_DEAD_WORKERS = """
-local now, timeout = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2])
 local heartbeats, acks_prefix, queue_prefix = ARGV[3], ARGV[4], ARGV[5]
 local record_prefix, wakeup_prefix = ARGV[6], ARGV[7]
 local tokens, ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
 local moved = 0
-local dead = redis.call('ZRANGEBYSCORE', heartbeats, 0, now - timeout)
+local dead = redis.call('ZRANGEBYSCORE', heartbeats, 0, cutoff)
 for _, worker in ipairs(dead) do
   for i = 10, #ARGV do
     local queue = ARGV[i]
@@ -74,51 +84,77 @@ class Liveness(Middleware):
         self.interval_s = max(0.1, heartbeat_timeout_ms / 4000)
         self.sweep = client.register_script(SWEEP_DEAD_WORKERS)
         self._stop = threading.Event()
+        # Held around each beat and sweep, so that no beat lands after the "stopped" mark.
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._healthy_since: float | None = None
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         self._stop.clear()
+        self._healthy_since = None
         self._thread = threading.Thread(target=self._run, args=(broker,), name="liveness", daemon=True)
         self._thread.start()
 
-    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        self._stop.set()
-
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        # Declared dead at once: whatever this process leaves unacked (a job still running when
-        # the shutdown timeout ran out) is swept back by the next live worker, not after a timeout.
+        # Beats go on while the worker drains (a long job must not look dead and run twice);
+        # they stop only now. Then the process declares itself dead and sweeps itself: whatever
+        # it leaves unacked (a job still running when the shutdown timeout ran out) is back on
+        # its queue at once, not after a heartbeat timeout.
+        self._stop.set()
+        acquired = self._lock.acquire(timeout=self.interval_s + 10)
+        if not acquired:
+            self.logger.warning("The heartbeat thread is stuck; marking this worker stopped anyway.")
         try:
-            self.client.zadd(self.keys.heartbeats(), {broker.broker_id: 0})
+            self.client.zadd(self.keys.heartbeats(), {_broker_id(broker): STOPPED})
+            moved = self.sweep_once(broker, cutoff=STOPPED)
+            if moved:
+                self.logger.warning("Gave back %d job(s) still running at the end of the shutdown.", moved)
         except redis.RedisError as error:
-            self.logger.warning("Could not mark this worker stopped: %s", error)
+            self.logger.warning("Could not mark this worker stopped (it will time out instead): %s", error)
+        finally:
+            if acquired:
+                self._lock.release()
 
     def _run(self, broker: Broker) -> None:
         while not self._stop.is_set():
-            try:
-                self.beat(broker)
-                moved = self.sweep_once(broker)
-                if moved:
-                    self.logger.warning("Requeued %d job(s) of dead worker(s).", moved)
-            except redis.RedisError as error:
-                self.logger.warning("Heartbeat failed: %s", error)
+            with self._lock:
+                if self._stop.is_set():
+                    break
+                try:
+                    self.beat(broker)
+                    moved = self.sweep_once(broker)
+                    if moved:
+                        self.logger.warning("Requeued %d job(s) of dead worker(s).", moved)
+                except redis.RedisError as error:
+                    self._healthy_since = None
+                    self.logger.warning("Heartbeat failed: %s", error)
             self._stop.wait(self.interval_s)
 
     def beat(self, broker: Broker) -> None:
-        self.client.zadd(self.keys.heartbeats(), {broker.broker_id: now_ms()})
+        self.client.zadd(self.keys.heartbeats(), {_broker_id(broker): now_ms()})
+        if self._healthy_since is None:
+            self._healthy_since = time.monotonic()
 
-    def sweep_once(self, broker: Broker) -> int:
+    def cutoff(self, now: int) -> int:
+        """Stamps at or below this mean dead: older than the timeout once this process has been
+        reaching Redis for a whole timeout, else only workers that marked themselves stopped."""
+        healthy_for_ms = 0.0 if self._healthy_since is None else (time.monotonic() - self._healthy_since) * 1000
+        return now - self.timeout_ms if healthy_for_ms >= self.timeout_ms else STOPPED
+
+    def sweep_once(self, broker: Broker, *, cutoff: int | None = None) -> int:
+        """Requeue the unacked messages of every worker whose stamp is at or below the cutoff."""
         queues: set[str] = set()
         for queue in broker.get_declared_queues():
             queues.update((queue, delay_queue(queue)))
-        broker_prefix = self.keys.queue("")
+        now = now_ms()
         return int(
             self.sweep(
                 args=[
-                    now_ms(),
-                    self.timeout_ms,
+                    now,
+                    self.cutoff(now) if cutoff is None else cutoff,
                     self.keys.heartbeats(),
                     self.keys.acks_prefix(),
-                    broker_prefix,
+                    self.keys.queue(""),
                     self.keys.job(""),
                     self.keys.wakeup(""),
                     WAKEUP_TOKENS,
@@ -127,3 +163,8 @@ class Liveness(Middleware):
                 ]
             )
         )
+
+
+def _broker_id(broker: Broker) -> str:
+    """The id under which a Redis broker stamps its heartbeat and keeps its ack sets."""
+    return str(broker.broker_id)  # type: ignore[attr-defined]

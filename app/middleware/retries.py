@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any
+from typing import Any, cast
 
+from dramatiq import Message
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.common import compute_backoff
 from dramatiq.errors import Retry
@@ -85,7 +86,8 @@ class DurableRetries(Retries):
         pause = 0.1
         while True:
             try:
-                broker.enqueue(message, delay=delay)
+                # The proxy stands in for its message, as in Dramatiq's own Retries.
+                broker.enqueue(cast(Message[Any], message), delay=delay)
                 self.logger.info("Retrying job %s in %d ms.", message.message_id, delay)
                 return True
             except BrokerUnavailable as error:

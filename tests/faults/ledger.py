@@ -1,0 +1,128 @@
+"""The ledger: after a fault, did every accepted job end, and how many times did each run?
+
+It reads the outcome records straight from Redis (key shapes from app.keys.Keys) and waits,
+up to a deadline, until the system is at rest: every accepted job in a final state and no
+message left in Redis (queued, delayed, or fetched but unacked).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis
+
+from app.keys import Keys, delay_queue
+from app.outcomes import FINAL_STATES
+
+QUEUES = ("default",)
+
+
+@dataclass
+class Ledger:
+    """Counts over the accepted jobs; `missing` have no record, `unfinished` are not final,
+    `unrecorded` are final with no execution counted (a start that was never written)."""
+
+    accepted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    executions: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unfinished: dict[str, str] = field(default_factory=dict)
+    pending_messages: int = 0
+    waited_s: float = 0.0
+
+    @property
+    def at_rest(self) -> bool:
+        return not self.missing and not self.unfinished and self.pending_messages == 0
+
+    def line(self) -> str:
+        return (
+            f"LEDGER accepted={self.accepted} succeeded={self.succeeded} failed={self.failed} "
+            f"skipped={self.skipped} executions={self.executions} duplicates={len(self.duplicates)} "
+            f"unrecorded={len(self.unrecorded)} "
+            f"missing={len(self.missing)} unfinished={len(self.unfinished)} pending_messages={self.pending_messages} "
+            f"(settled in {self.waited_s:.1f}s)"
+        )
+
+    def details(self) -> str:
+        parts = [self.line()]
+        if self.missing:
+            parts.append(f"missing ids: {', '.join(self.missing[:50])}")
+        if self.unfinished:
+            parts.append("unfinished: " + ", ".join(f"{k}={v}" for k, v in list(self.unfinished.items())[:50]))
+        if self.unrecorded:
+            parts.append(f"final without a recorded execution: {', '.join(self.unrecorded[:20])}")
+        if self.duplicates:
+            parts.append(f"duplicates (executions > attempts): {', '.join(self.duplicates[:20])}")
+        return "\n".join(parts)
+
+
+def read(client: redis.Redis, keys: Keys, job_ids: Iterable[str]) -> Ledger:
+    """The ledger as Redis shows it now."""
+    ids = list(dict.fromkeys(job_ids))
+    ledger = Ledger(accepted=len(ids))
+    with client.pipeline(transaction=False) as pipeline:
+        for job_id in ids:
+            pipeline.hmget(keys.job(job_id), "state", "executions", "attempts")
+        rows = pipeline.execute()
+    for job_id, (state, executions, attempts) in zip(ids, rows, strict=True):
+        if state is None:
+            ledger.missing.append(job_id)
+            continue
+        state = state.decode()
+        runs = int(executions or 0)
+        ledger.executions += runs
+        if runs > int(attempts or 0):
+            ledger.duplicates.append(job_id)
+        if state not in FINAL_STATES:
+            ledger.unfinished[job_id] = state
+            continue
+        if runs == 0:
+            ledger.unrecorded.append(job_id)
+        if state == "succeeded":
+            ledger.succeeded += 1
+        elif state == "failed":
+            ledger.failed += 1
+        else:
+            ledger.skipped += 1
+    ledger.pending_messages = pending_messages(client, keys)
+    return ledger
+
+
+def pending_messages(client: redis.Redis, keys: Keys) -> int:
+    """Messages still stored for the queues: queued, delayed, or fetched and not yet acked."""
+    with client.pipeline(transaction=False) as pipeline:
+        for queue in QUEUES:
+            pipeline.hlen(keys.queue_messages(queue))
+            pipeline.hlen(keys.queue_messages(delay_queue(queue)))
+        return sum(int(n) for n in pipeline.execute())
+
+
+def settle(client: redis.Redis, keys: Keys, job_ids: Iterable[str], *, timeout: float = 60.0) -> Ledger:
+    """Wait until the accepted jobs are at rest (or the deadline), print the ledger, return it."""
+    ids = list(job_ids)
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        try:
+            ledger = read(client, keys, ids)
+        except redis.ConnectionError:
+            ledger = None  # Redis still restarting
+        if ledger is not None and (ledger.at_rest or time.monotonic() > deadline):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Redis unreachable for {timeout}s while settling the ledger")
+        time.sleep(0.1)
+    ledger.waited_s = time.monotonic() - started
+    print("\n" + ledger.details())
+    return ledger
+
+
+def assert_at_rest(ledger: Ledger) -> None:
+    """Every accepted job final, none missing, nothing left in Redis."""
+    assert ledger.at_rest, ledger.details()
