@@ -19,9 +19,62 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _status(description: str, status: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string", "const": status}},
+                }
+            }
+        },
+    }
+
+
+def _data_schemas(registry: JobRegistry) -> dict[str, Any]:
+    """`<jobName>Data` for each job type, with the models they nest hoisted into the components."""
+    schemas: dict[str, Any] = {}
+    for job_type in registry:
+        schema = job_type.schema.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[f"{job_type.name}Data"] = schema
+    return schemas
+
+
+def _job_request(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["jobName", "data"],
+        "properties": {
+            "jobName": {"type": "string", "const": name},
+            "data": {"$ref": f"#/components/schemas/{name}Data"},
+            "delayMs": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": MAX_DELAY_MS,
+                "description": "run the job this many ms from now; null or 0 runs it now",
+            },
+        },
+    }
+
+
+def _optional(values: list[str], what: str) -> dict[str, Any]:
+    """A query parameter whose empty value (`?state=`) means the same as leaving it out."""
+    return {
+        "type": "string",
+        "enum": [*values, ""],
+        "description": f"only {what}; an empty value is the same as leaving it out",
+    }
+
+
 def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 document served at /openapi.json."""
     names = registry.names()
-    key = [{"apiKey": []}]
+    key: list[dict[str, list[str]]] = [{"apiKey": []}]
     job_id_param = {
         "name": "job_id",
         "in": "path",
@@ -34,25 +87,20 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
     }
     enqueue_errors = {
         **common_errors,
-        "400": _error("Malformed JSON or unknown jobName"),
-        "413": _error("Body larger than the limit"),
-        "422": _error("data does not match the job type's schema"),
-    }
-    data_schemas = {
-        f"{t.name}Data": t.schema.model_json_schema(ref_template="#/components/schemas/{model}") for t in registry
+        "400": _error(
+            "Malformed or too deeply nested JSON, an unknown field, or an unknown jobName (the message lists the "
+            "known ones)"
+        ),
+        "403": _error("The read-only key cannot enqueue"),
+        "413": _error("Body larger than the limit, or more jobs than the batch limit"),
+        "422": _error(
+            "data does not match the job type's schema, or a webhook URL points at a private address; "
+            "details names each field"
+        ),
     }
     job_request = {
-        "type": "object",
-        "required": ["jobName", "data"],
-        "properties": {
-            "jobName": {"type": "string", "enum": names},
-            "data": {
-                "type": "object",
-                "description": "validated against the job type's schema: "
-                + ", ".join(f"{n} -> #/components/schemas/{n}Data" for n in names),
-            },
-            "delayMs": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MS},
-        },
+        "oneOf": [{"$ref": f"#/components/schemas/{name}Request"} for name in names],
+        "description": "one job: jobName picks the schema its data is validated against",
     }
     record = {
         "type": "object",
@@ -73,7 +121,7 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
         },
     }  # fmt: skip
     filter_params = [
-        {"name": "jobName", "in": "query", "required": False, "schema": {"type": "string", "enum": names}},
+        {"name": "jobName", "in": "query", "required": False, "schema": _optional(names, "jobs of this type")},
     ]
     return {
         "openapi": "3.1.0",
@@ -88,11 +136,17 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "details": {}},
+                    "properties": {"error": {"type": "string", "minLength": 1}, "details": {}},
+                },
+                "Accepted": {
+                    "type": "object",
+                    "required": ["message", "jobId"],
+                    "properties": {"message": {"type": "string"}, "jobId": {"type": "string"}},
                 },
                 "JobRequest": job_request,
+                **{f"{name}Request": _job_request(name) for name in names},
                 "JobRecord": record,
-                **data_schemas,
+                **_data_schemas(registry),
             },
         },
         "paths": {
@@ -105,7 +159,8 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "description": "a job sent twice with the same key is enqueued once; empty means none",
+                            "schema": {"type": "string", "maxLength": 200},
                         },
                     ],
                     "requestBody": {
@@ -115,18 +170,11 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                     "responses": {
                         "202": {
                             "description": "Accepted",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["message", "jobId"],
-                                        "properties": {
-                                            "message": {"type": "string"},
-                                            "jobId": {"type": "string"},
-                                        },
-                                    }
-                                }
-                            },
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                        },
+                        "200": {
+                            "description": "Already accepted under this Idempotency-Key: the first job's id",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
                         },
                         **enqueue_errors,
                     },
@@ -184,7 +232,7 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                             "name": "state",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "enum": list(STATES)},
+                            "schema": _optional(list(STATES), "jobs in this state"),
                         },
                         *filter_params,
                         {
@@ -197,7 +245,8 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                             "name": "cursor",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "pattern": "^[0-9]+-.+$"},
+                            "description": "nextCursor of the previous page; empty or absent for the first page",
+                            "schema": {"type": "string", "pattern": "^([0-9]+-.+)?$"},
                         },
                     ],
                     "responses": {
@@ -264,10 +313,15 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "type": "object",
+                                    "additionalProperties": False,
                                     "required": ["state"],
                                     "properties": {
-                                        "state": {"type": "string", "enum": ["failed"]},
-                                        "jobName": {"type": "string", "enum": names},
+                                        "state": {"type": "string", "const": "failed"},
+                                        "jobName": {
+                                            "type": ["string", "null"],
+                                            "enum": [*names, None],
+                                            "description": "only jobs of this type; null means all",
+                                        },
                                     },
                                 }
                             }
@@ -337,13 +391,25 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                     },
                 }
             },
-            "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "Up"}}}},
+            "/healthz": {
+                "get": {
+                    "summary": "The process is up",
+                    "responses": {"200": _status("Up", "ok")},
+                }
+            },
             "/readyz": {
                 "get": {
                     "summary": "Redis answers",
-                    "responses": {"200": {"description": "Ready"}, "503": _error("Redis unavailable")},
+                    "responses": {"200": _status("Ready", "ready"), "503": _error("Redis unavailable")},
                 }
             },
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Metrics"}}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
         },
     }

@@ -20,7 +20,7 @@ REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_SOCKET_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Everything the API, workers, scheduler and producer read from the environment."""
 
@@ -59,7 +59,7 @@ class Settings:
         """Read settings from the environment; a wrong value raises SettingsError naming it."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)
-        redis_url, is_default = _redis_url(env)
+        redis_url, is_default = _redis_url(env, reader)
         values: dict[str, Any] = {
             "redis_url": redis_url,
             "redis_url_is_default": is_default,
@@ -95,6 +95,11 @@ class Settings:
             "namespace": reader.word("TASKQUEUE_NAMESPACE", cls.namespace),
             "log_level": reader.choice("LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         }
+        if values["api_readonly_key"] and values["api_readonly_key"] == values["api_key"]:
+            raise SettingsError(
+                "API_READONLY_KEY is the same as API_KEY, which would make the read-only key a full one: "
+                "give it a value of its own, or leave it unset"
+            )
         if values["retry_max_backoff_ms"] < values["retry_min_backoff_ms"]:
             raise SettingsError(
                 f"RETRY_MAX_BACKOFF_MS={values['retry_max_backoff_ms']} is smaller than "
@@ -115,23 +120,43 @@ class Settings:
         """A copy with some values changed (tests and benchmarks)."""
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        # Logged at times: keys and secrets show only whether they are set, URLs without their password.
+        shown = []
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name in _SECRETS:
+                value = "***" if value else ""
+            elif item.name in _URLS:
+                value = _redact(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
-def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
+
+_SECRETS = frozenset({"api_key", "api_readonly_key", "webhook_secret"})
+_URLS = frozenset({"redis_url", "smtp_url"})
+
+
+def _redis_url(env: Mapping[str, str], reader: _Reader) -> tuple[str, bool]:
     url = env.get("REDIS_URL", "").strip()
     is_default = False
     if not url:
         host = env.get("REDIS_HOST", "").strip()
-        port = env.get("REDIS_PORT", "6379").strip()
         if host:
+            port = reader.integer("REDIS_PORT", 6379, low=1, high=65_535)
             url = f"redis://{host}:{port}/0"
         else:
             url, is_default = Settings.redis_url, True
     parts = urlsplit(url)
+    shown = _redact(url)
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-        shown = _redact(url)
         raise SettingsError(
             f"REDIS_URL={shown!r} is not a Redis URL: use redis://[:password@]host:port/db or rediss:// for TLS"
         )
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise SettingsError(f"REDIS_URL={shown!r} has an invalid port: use a number from 1 to 65535") from None
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_connect_timeout", str(REDIS_CONNECT_TIMEOUT_S))
     query.setdefault("socket_timeout", str(REDIS_SOCKET_TIMEOUT_S))
@@ -142,8 +167,9 @@ def _redis_url(env: Mapping[str, str]) -> tuple[str, bool]:
 def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
     return url
 
 

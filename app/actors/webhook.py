@@ -14,7 +14,10 @@ from app.jobs import job_type
 class WebhookData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(description="http(s) URL; private addresses need WEBHOOK_ALLOWED_HOSTS")
+    url: AnyHttpUrl = Field(
+        description="http(s) URL; private addresses need WEBHOOK_ALLOWED_HOSTS",
+        json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},  # pydantic says only "format: uri"
+    )
     payload: Any = Field(description="any JSON value, sent as the request body")
 
     @field_validator("url")
