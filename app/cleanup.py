@@ -3,11 +3,17 @@
 Work is done in bounded batches (one ZRANGEBYSCORE and one pipeline each) so Redis is never
 blocked. Each run removes everything older than the cutoff, so a missed run is caught up by
 the next one.
+
+Run it once, now, with `python -m app.cleanup` (same environment as a worker); the periodic
+`cleanupJob` (app/actors/cleanup.py) runs it every day.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -78,7 +84,7 @@ def _trim_index(
 ) -> None:
     cutoff_score = f"({cutoff_ms * 1000}"
     while True:
-        ids = client.zrangebyscore(index, "-inf", cutoff_score, start=0, num=batch_size)
+        ids: list[bytes] = client.zrangebyscore(index, "-inf", cutoff_score, start=0, num=batch_size)  # type: ignore[assignment]
         if not ids:
             return
         with client.pipeline(transaction=False) as pipeline:
@@ -105,3 +111,30 @@ def _trim_dead_letters(
             pipeline.hdel(keys.dead_letter_messages(queue), *ids)
             removed, _ = pipeline.execute()
         report.dead_letters += int(removed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m app.cleanup`: run the cleanup once, now, and print what it removed as JSON."""
+    argparse.ArgumentParser(
+        prog="python -m app.cleanup",
+        description="Remove job records, index entries and dead letters older than LOG_RETENTION_SECONDS, "
+        "once, now, and record the run in the cleanup status hash. Reads the same environment as a worker.",
+    ).parse_args(argv)
+    from app.errors import SettingsError
+
+    try:
+        from app.actors.cleanup import run_now
+    except SettingsError as error:
+        print(f"cleanup: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = run_now()
+    except redis.RedisError as error:
+        print(f"cleanup: Redis is unavailable ({type(error).__name__}: {error}); nothing was removed", file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

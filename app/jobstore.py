@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import builtins
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +11,12 @@ import redis.asyncio
 from redis.exceptions import WatchError
 
 from app.enqueue import Enqueuer
-from app.errors import JobNotFound, JobStateConflict
+from app.errors import InvalidJobData, JobNotFound, JobStateConflict, UnknownJob
 from app.keys import Keys
-from app.outcomes import FAILED, Command, OutcomeLog, decode_record, run_commands
+from app.outcomes import FAILED, FINAL_STATES, Command, OutcomeLog, decode_record, run_commands
+
+#: Index entries read at once while passing over entries an earlier page showed.
+MAX_CHUNK = 1_000
 
 PUBLIC_FIELDS = (
     "jobId",
@@ -41,6 +45,8 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class JobStore:
+    """The API's side of the outcome log: read and list job records, requeue and delete failed jobs."""
+
     client: redis.asyncio.Redis
     keys: Keys
     log: OutcomeLog
@@ -50,54 +56,55 @@ class JobStore:
         raw = await self.client.hgetall(self.keys.job(job_id))
         if not raw:
             raise JobNotFound(job_id)
-        record = decode_record(raw)
-        record["redeliveries"] = int(raw.get(b"redeliveries", 0))
-        return record
+        return _decode(raw)
 
     async def list(
         self, *, state: str | None, job_name: str | None, limit: int, cursor: tuple[int, str] | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first; the cursor is `<score>-<jobId>` of the last item of the previous page."""
+        """Newest first. The cursor is `<score>-<jobId>` of the last index entry of the previous page;
+        the next page starts right after it, also among entries with the same score (the jobs of one
+        batch, or jobs finished in the same millisecond), which come in descending jobId order."""
         index = self.keys.state_index(state or "all", job_name)
-        records: list[dict[str, Any]] = []
-        max_score: str = "+inf"
-        if cursor:
-            max_score = str(cursor[0])
-        next_cursor = None
-        while len(records) < limit:
-            want = limit - len(records) + 1
-            rows = await self.client.zrevrangebyscore(index, max_score, "-inf", start=0, num=want + 50, withscores=True)
-            if cursor:
-                # Same-score members come in descending order; skip those already shown.
-                rows = [(m, s) for m, s in rows if int(s) < cursor[0] or m.decode() < cursor[1]]
-            if not rows:
-                break
-            ids = [member.decode() for member, _ in rows]
-            async with self.client.pipeline(transaction=False) as pipeline:
-                for job_id in ids:
-                    pipeline.hgetall(self.keys.job(job_id))
-                raws = await pipeline.execute()
-            last = None
-            for (member, score), raw in zip(rows, raws, strict=True):
-                last = (int(score), member.decode())
-                if raw:
-                    records.append(public(decode_record(raw)))
+        records: builtins.list[dict[str, Any]] = []
+        chunk = limit + 1
+        top: int | str = "+inf" if cursor is None else cursor[0]
+        skip = 0  # entries scored `top` already walked in this call, at the top of the range
+        last: tuple[int, str] | None = None
+        while True:
+            rows: Any = await self.client.zrevrangebyscore(index, top, "-inf", start=skip, num=chunk, withscores=True)
+            entries = [(int(score), member.decode()) for member, score in rows]
+            # Entries of the cursor's score down to the cursor itself were on earlier pages.
+            fresh = [e for e in entries if cursor is None or e[0] < cursor[0] or e[1] < cursor[1]]
+            raws = await self._raw_records([job_id for _, job_id in fresh])
+            for entry, raw in zip(fresh, raws, strict=True):
                 if len(records) == limit:
-                    break
-            if last is None:
-                break
-            cursor = last
-            max_score = str(last[0])
-            next_cursor = f"{last[0]}-{last[1]}"
-            if len(rows) < want:
-                next_cursor = None if len(records) < limit else next_cursor
-                break
-        if len(records) < limit:
-            next_cursor = None
-        return records, next_cursor
+                    return records, _format_cursor(last)
+                last = entry
+                if raw:  # an entry whose record has expired is passed over
+                    records.append(public(_decode(raw)))
+            if len(entries) < chunk:
+                return records, None
+            lowest = entries[-1][0]
+            same = sum(1 for score, _ in entries if score == lowest)
+            skip = skip + same if lowest == top else same
+            top = lowest
+            if not fresh:
+                chunk = min(chunk * 2, MAX_CHUNK)  # walking through a long run of ties: faster
+
+    async def _raw_records(self, job_ids: Sequence[str]) -> Sequence[dict[bytes, bytes]]:
+        if not job_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipeline:
+            for job_id in job_ids:
+                pipeline.hgetall(self.keys.job(job_id))
+            return await pipeline.execute()  # type: ignore[no-any-return]
 
     async def requeue(self, job_id: str) -> dict[str, Any]:
         """Put a failed job back on its queue with the same jobId; JobStateConflict if not failed."""
+        await self._requeue(job_id)
+        return await self.get(job_id)
+
+    async def _requeue(self, job_id: str) -> None:
         key = self.keys.job(job_id)
         async with self.client.pipeline(transaction=True) as pipeline:
             try:
@@ -115,31 +122,39 @@ class JobStore:
                 await pipeline.execute()
             except WatchError:
                 raise JobStateConflict(f"job {job_id} changed while it was being retried; try again") from None
-        return await self.get(job_id)
 
     async def requeue_many(self, *, job_name: str | None, batch_size: int, max_jobs: int) -> int:
         """Requeue failed jobs, oldest failures first, in bounded batches; returns how many."""
+        return await self._each_failed(self._requeue, job_name=job_name, batch_size=batch_size, max_jobs=max_jobs)
+
+    async def _each_failed(
+        self,
+        action: Callable[[str], Awaitable[None]],
+        *,
+        job_name: str | None,
+        batch_size: int,
+        max_jobs: int,
+    ) -> int:
+        """Apply `action` to failed jobs, oldest first, reading the index `batch_size` ids at a time."""
         index = self.keys.state_index(FAILED, job_name)
         done = 0
+        kept = 0  # entries at the head of the index that stay there: their job changed meanwhile
         while done < max_jobs:
-            ids = [m.decode() for m in await self.client.zrange(index, 0, min(batch_size, max_jobs - done) - 1)]
+            members: Any = await self.client.zrange(index, kept, kept + min(batch_size, max_jobs - done) - 1)
+            ids = [member.decode() for member in members]
             if not ids:
                 break
-            moved = 0
             for job_id in ids:
                 try:
-                    await self.requeue(job_id)
-                    moved += 1
+                    await action(job_id)
+                    done += 1
                 except JobNotFound:
-                    await self.client.zrem(index, job_id)
-                except JobStateConflict:
-                    continue
-            done += moved
-            if moved == 0:
-                break
+                    await self.client.zrem(index, job_id)  # its record expired: a stale entry
+                except (JobStateConflict, InvalidJobData, UnknownJob):
+                    kept += 1  # changed meanwhile, or its data no longer passes its job type's schema
         return done
 
-    def _requeue_commands(self, record: dict[str, Any]) -> list[Command]:
+    def _requeue_commands(self, record: dict[str, Any]) -> builtins.list[Command]:
         message, _ = self.enqueuer.message(record["jobName"], record["data"] or {}, job_id=record["jobId"])
         message = message.copy(options={"requeue": True})
         _, commands = self.enqueuer.commands(message, None)
@@ -153,36 +168,42 @@ class JobStore:
         return commands
 
     async def delete(self, job_id: str) -> None:
-        record = await self.get(job_id)
-        if record["state"] not in ("failed", "succeeded", "skipped"):
-            raise JobStateConflict(
-                f"job {job_id} is {record['state']}: only finished jobs (failed, succeeded, skipped) can be deleted"
-            )
-        commands = self.log.delete(job_id, record["jobName"])
-        if record.get("deadLetterId") and record.get("queue"):
-            commands += [
-                ("ZREM", self.keys.dead_letters(record["queue"]), record["deadLetterId"]),
-                ("HDEL", self.keys.dead_letter_messages(record["queue"]), record["deadLetterId"]),
-            ]
+        """Delete a finished job's record, index entries and dead letter; JobStateConflict otherwise."""
+        key = self.keys.job(job_id)
         async with self.client.pipeline(transaction=True) as pipeline:
-            run_commands(pipeline, commands)
-            await pipeline.execute()
+            try:
+                await pipeline.watch(key)
+                raw = await pipeline.hgetall(key)
+                if not raw:
+                    raise JobNotFound(job_id)
+                record = decode_record(raw)
+                if record["state"] not in FINAL_STATES:
+                    raise JobStateConflict(
+                        f"job {job_id} is {record['state']}: only finished jobs (failed, succeeded, skipped) "
+                        "can be deleted"
+                    )
+                commands = self.log.delete(job_id, record["jobName"])
+                if record.get("deadLetterId") and record.get("queue"):
+                    commands += [
+                        ("ZREM", self.keys.dead_letters(record["queue"]), record["deadLetterId"]),
+                        ("HDEL", self.keys.dead_letter_messages(record["queue"]), record["deadLetterId"]),
+                    ]
+                pipeline.multi()
+                run_commands(pipeline, commands)
+                await pipeline.execute()
+            except WatchError:
+                raise JobStateConflict(f"job {job_id} changed while it was being deleted; try again") from None
 
     async def delete_many(self, *, job_name: str | None, batch_size: int, max_jobs: int) -> int:
-        index = self.keys.state_index(FAILED, job_name)
-        done = 0
-        while done < max_jobs:
-            ids = [m.decode() for m in await self.client.zrange(index, 0, min(batch_size, max_jobs - done) - 1)]
-            if not ids:
-                break
-            for job_id in ids:
-                try:
-                    await self.delete(job_id)
-                    done += 1
-                except (JobNotFound, JobStateConflict):
-                    await self.client.zrem(index, job_id)
-        return done
+        """Delete failed jobs, oldest failures first, in bounded batches; returns how many."""
+        return await self._each_failed(self.delete, job_name=job_name, batch_size=batch_size, max_jobs=max_jobs)
 
 
-def encode_data(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
+def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
+    record = decode_record(raw)
+    record["redeliveries"] = int(raw.get(b"redeliveries", 0))
+    return record
+
+
+def _format_cursor(entry: tuple[int, str] | None) -> str | None:
+    return f"{entry[0]}-{entry[1]}" if entry else None

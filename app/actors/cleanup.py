@@ -16,9 +16,15 @@ class CleanupData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# periodiq sends it with no arguments; the API and the producer with (job_id, data).
 @job_type("cleanupJob", schema=CleanupData, periodic=cron("@daily"), max_retries=2)
 def cleanup_job(job_id: str | None = None, data: dict[str, Any] | None = None) -> None:
-    cleanup.run(
+    run_now()
+
+
+def run_now() -> cleanup.CleanupReport:
+    """One cleanup with this process's settings (also `python -m app.cleanup`)."""
+    return cleanup.run(
         broker.client,
         broker.keys,
         job_names=registry.names(),

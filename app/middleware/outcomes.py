@@ -13,7 +13,7 @@ import threading
 import time
 import traceback as tb
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
@@ -23,6 +23,7 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware, SkipMessage
 
 from app import connections
+from app.batching import WorkerWrites
 from app.enqueue import job_data
 from app.errors import BrokerUnavailable
 from app.middleware.retries import NEXT_RETRY_AT, RETRY_LOST
@@ -43,6 +44,8 @@ class _Verdict:
     error: str = ""
     traceback: str = ""
     next_retry_at_ms: int = 0
+    # When the attempt ended: the ack (and so the write) can come much later if Redis is down.
+    finished_at_ms: int = field(default_factory=now_ms)
 
 
 class OutcomeRecorder(Middleware):
@@ -55,8 +58,12 @@ class OutcomeRecorder(Middleware):
         client: redis.Redis,
         max_crash_deliveries: int,
         on_write_error: Callable[[], None] = lambda: None,
+        writes: WorkerWrites | None = None,
     ) -> None:
         self.logger = get_logger(__name__, type(self))
+        #: With our broker, writes are coalesced with those of the other threads (and final
+        #: ones sent after the ack, without waiting); without it, each is a pipeline of its own.
+        self.writes = writes
         self.on_write_error = on_write_error
         self.log = log
         self.client = client
@@ -119,10 +126,14 @@ class OutcomeRecorder(Middleware):
         verdict = self._verdicts.pop(_key(message), None)
         if verdict is None:
             return  # a delayed message moved to its queue: not an attempt
-        ids: dict[str, Any] = {"job_id": message.message_id, "job_name": message.actor_name, "at_ms": now_ms()}
+        ids: dict[str, Any] = {
+            "job_id": message.message_id,
+            "job_name": message.actor_name,
+            "at_ms": verdict.finished_at_ms,
+        }
         commands: list[Command]
         if verdict.state == "succeeded":
-            commands = self.log.succeeded(duration_ms=verdict.duration_ms or 0, **ids)
+            commands = self.log.succeeded(duration_ms=verdict.duration_ms or 0, attempt=verdict.attempt, **ids)
         elif verdict.state == "retrying":
             commands = self.log.retrying(
                 attempt=verdict.attempt,
@@ -156,12 +167,14 @@ class OutcomeRecorder(Middleware):
                 data_json=json.dumps(data, separators=(",", ":"), default=str),
                 dead_letter_id=message.options.get("redis_message_id", ""),
                 duration_ms=verdict.duration_ms,
-                at_ms=now_ms(),
+                at_ms=verdict.finished_at_ms,
             ),
             retry=True,
         )
 
     def _write(self, commands: list[Command], *, retry: bool = False) -> list[Any]:
+        if self.writes is not None:
+            return self._write_coalesced(self.writes, commands, final=retry)
         for attempt in range(3 if retry else 1):
             try:
                 return connections.execute(self.client, commands)
@@ -171,11 +184,25 @@ class OutcomeRecorder(Middleware):
                 failure = error
             if attempt < 2 and retry:
                 time.sleep(0.2 * (attempt + 1))
+        self._count_failure(failure)
+        return []
+
+    def _write_coalesced(self, writes: WorkerWrites, commands: list[Command], *, final: bool) -> list[Any]:
+        if final:
+            # Queued behind this message's ack, and tried until Redis takes it, like the ack.
+            writes.defer(commands, on_failure=self._count_failure)
+            return []
+        try:
+            return [writes.write(commands)]  # the reply of the last command is all one needs
+        except (BrokerUnavailable, redis.RedisError) as error:
+            self._count_failure(error)
+            return []
+
+    def _count_failure(self, failure: BaseException) -> None:
         with self._lock:
             self.write_errors += 1
         self.on_write_error()
         self.logger.warning("Could not write the outcome log (%s); the job itself is unaffected.", failure)
-        return []
 
 
 def _key(message: MessageProxy | dramatiq.Message[Any]) -> str:

@@ -1,0 +1,265 @@
+"""Retention cleanup: only what is older than the retention goes, in bounded batches; runs are
+recorded and catch up; records expire on their own; the periodic actor is scheduled, runs late,
+and runs on demand (API and `python -m app.cleanup`)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from app import cleanup
+from app.keys import Keys
+from app.outcomes import STATES, OutcomeLog, now_ms
+from tests.support.periodic import send_periodic
+from tests.support.services import ROOT, Stack, wait_until
+
+KEYS = Keys()
+DAY_MS = 86_400_000
+RETENTION_S = 7 * 86_400
+NAMES = ["emailJob", "webhookJob", "cleanupJob"]
+
+
+class CountingClient:
+    """A redis client that records the size of every index read and of every pipeline."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.reads: list[int] = []
+        self.pipelines: list[int] = []
+
+    def zrangebyscore(self, *args: Any, **kwargs: Any) -> Any:
+        found = self.client.zrangebyscore(*args, **kwargs)
+        self.reads.append(len(found))
+        return found
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        pipe = self.client.pipeline(transaction=transaction)
+        execute = pipe.execute
+
+        def counted(raise_on_error: bool = True) -> Any:
+            self.pipelines.append(len(pipe.command_stack))
+            return execute(raise_on_error)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def finished_job(job_id: str, at_ms: int, state: str = "succeeded", job_name: str = "emailJob") -> list[Any]:
+    """The commands of a job enqueued, run and finished (succeeded or failed) at `at_ms`."""
+    log = OutcomeLog(keys=KEYS, retention_seconds=RETENTION_S)
+    ids = {"job_id": job_id, "job_name": job_name}
+    commands = [
+        *log.queued(queue="default", max_retries=1, data_json="{}", at_ms=at_ms - 20, **ids),
+        *log.running(queue="default", attempt=1, at_ms=at_ms - 10, **ids),
+    ]
+    if state == "succeeded":
+        commands += log.succeeded(duration_ms=10, at_ms=at_ms, **ids)
+    else:
+        commands += log.failed(
+            queue="default",
+            error="E",
+            traceback="",
+            attempts=1,
+            data_json="{}",
+            dead_letter_id=f"dl-{job_id}",
+            duration_ms=10,
+            at_ms=at_ms,
+            **ids,
+        )
+        commands += [
+            ("ZADD", KEYS.dead_letters("default"), at_ms, f"dl-{job_id}"),
+            ("HSET", KEYS.dead_letter_messages("default"), f"dl-{job_id}", "{}"),
+        ]
+    return commands
+
+
+def seed(client: redis.Redis, jobs: dict[str, tuple[int, str]]) -> None:
+    """Write jobs {jobId: (finished at, state)}, as the workers would have at those times."""
+    with client.pipeline() as pipeline:
+        for n, (job_id, (at_ms, state)) in enumerate(jobs.items()):
+            for command in finished_job(job_id, at_ms, state, job_name=NAMES[n % 2]):
+                pipeline.execute_command(*command)
+        pipeline.execute()
+
+
+def present(client: redis.Redis, job_id: str) -> dict[str, bool]:
+    """Where a job still appears: its record, failedJobs entry, any index, its dead letter."""
+    indexes = [KEYS.state_index(state, name) for state in (*STATES, "all") for name in (None, *NAMES)]
+    return {
+        "record": bool(client.exists(KEYS.job(job_id))),
+        "failedJobs": bool(client.exists(KEYS.failed_job_compat(job_id))),
+        "index": any(client.zscore(index, job_id) is not None for index in indexes),
+        "deadLetter": client.zscore(KEYS.dead_letters("default"), f"dl-{job_id}") is not None,
+    }
+
+
+def run(client: Any, *, at_ms: int, batch_size: int = 500, retention_s: int = RETENTION_S) -> cleanup.CleanupReport:
+    return cleanup.run(
+        client,
+        KEYS,
+        job_names=NAMES,
+        queues=["default"],
+        retention_seconds=retention_s,
+        batch_size=batch_size,
+        at_ms=at_ms,
+    )
+
+
+def test_removes_only_what_is_older_than_the_retention_in_bounded_batches(redis_client: redis.Redis) -> None:
+    now = now_ms()
+    old = {f"old-{n}": (now - 8 * DAY_MS - n, "failed" if n % 3 else "succeeded") for n in range(40)}
+    new = {f"new-{n}": (now - 6 * DAY_MS - n, "failed" if n % 3 else "succeeded") for n in range(10)}
+    seed(redis_client, {**old, **new})
+    counting = CountingClient(redis_client)
+
+    report = run(counting, at_ms=now, batch_size=7)
+
+    for job_id in old:
+        assert not any(present(redis_client, job_id).values()), job_id
+    for job_id, (_, state) in new.items():
+        assert present(redis_client, job_id) == {
+            "record": True,
+            "failedJobs": state == "failed",
+            "index": True,
+            "deadLetter": state == "failed",
+        }, job_id
+    old_failed = sum(1 for _, state in old.values() if state == "failed")
+    assert report.records == 40 and report.dead_letters == old_failed
+    # Index entries: the state index and "all", each global and per job type.
+    assert report.index_entries == 40 * 4
+    # Bounded: never more than a batch read at once, nor more than a batch's deletes in a pipeline.
+    assert counting.reads and max(counting.reads) <= 7
+    assert counting.pipelines and max(counting.pipelines) <= 1 + 7
+    status = redis_client.hgetall(KEYS.cleanup_status())
+    assert int(status[b"lastRunAt"]) == now and int(status[b"retentionSeconds"]) == RETENTION_S
+    assert int(status[b"removedRecords"]) == 40 and int(status[b"removedDeadLetters"]) == old_failed
+    assert int(status[b"removedIndexEntries"]) == 160 and int(status[b"durationMs"]) >= 0
+
+    # Nothing more to do: a second run removes nothing and records that too.
+    again = run(redis_client, at_ms=now + 1)
+    assert (again.records, again.index_entries, again.dead_letters) == (0, 0, 0)
+    assert int(redis_client.hget(KEYS.cleanup_status(), "lastRunAt") or 0) == now + 1
+
+
+def test_a_run_after_missed_ones_catches_up(redis_client: redis.Redis) -> None:
+    now = now_ms()
+    ages = {"d1": 1, "d3": 3, "d5": 5, "d9": 9, "d12": 12}
+    seed(redis_client, {job_id: (now - days * DAY_MS, "failed") for job_id, days in ages.items()})
+    assert run(redis_client, at_ms=now).records == 2  # d9 and d12
+    # The daily runs of the next three days were missed: the next one removes all that aged past
+    # the retention meanwhile (d5, now 8 days old), nothing younger.
+    report = run(redis_client, at_ms=now + 3 * DAY_MS)
+    assert report.records == 1 and report.dead_letters == 1
+    assert [job_id for job_id in ages if present(redis_client, job_id)["record"]] == ["d1", "d3"]
+
+
+@pytest.mark.slow
+def test_records_and_failed_jobs_expire_by_ttl_even_without_cleanup(stack: Stack, redis_client: redis.Redis) -> None:
+    from tests.support.receivers import ScriptedReceiver, fail_first
+
+    receiver = ScriptedReceiver(fail_first(1_000))
+    try:
+        env = {"LOG_RETENTION_SECONDS": "2", "MAX_RETRIES": "0"}
+        _, base = stack.api(**env)
+        stack.worker(threads=2, **env)
+        api = stack.client(base)
+        ok = api.enqueue("emailJob", {"email": "ttl@example.com"})
+        bad = api.enqueue("webhookJob", {"url": receiver.url, "payload": {}})
+        wait_until(lambda: api.state(ok) == "succeeded" and api.state(bad) == "failed", message="final states")
+        for key in (KEYS.job(ok), KEYS.job(bad), KEYS.failed_job_compat(bad)):
+            assert 0 < redis_client.ttl(key) <= 2, key
+        wait_until(
+            lambda: not redis_client.exists(KEYS.job(ok), KEYS.job(bad), KEYS.failed_job_compat(bad)),
+            timeout=10,
+            message="the records to expire",
+        )
+        assert api.http.get(f"/jobs/{ok}").status_code == 404
+        # Index entries outlive their records until cleanup; listings pass over them.
+        assert redis_client.zscore(KEYS.all_index(), ok) is not None
+        assert api.http.get("/jobs").json() == {"jobs": [], "nextCursor": None}
+    finally:
+        receiver.close()
+
+
+@pytest.mark.slow
+def test_cleanup_job_on_demand_and_a_late_periodic_tick_both_run(stack: Stack, redis_client: redis.Redis) -> None:
+    now = now_ms()
+    seed(redis_client, {"ancient-1": (now - 30 * DAY_MS, "failed"), "recent-1": (now - DAY_MS, "failed")})
+    _, base = stack.api()
+    stack.worker(threads=2)
+    api = stack.client(base)
+
+    # On demand, through the API (README: curl -X POST .../enqueue -d '{"jobName":"cleanupJob","data":{}}').
+    job_id = api.enqueue("cleanupJob", {})
+    wait_until(lambda: api.state(job_id) == "succeeded", message="the cleanup job to succeed")
+    status = redis_client.hgetall(KEYS.cleanup_status())
+    assert int(status[b"removedRecords"]) == 1 and int(status[b"removedDeadLetters"]) == 1
+    assert not present(redis_client, "ancient-1")["record"] and present(redis_client, "recent-1")["record"]
+    first_run = int(status[b"lastRunAt"])
+
+    # A tick processed 10 minutes late (a backlog, a worker outage) still runs: periodiq's default
+    # skip_delay of 30 s would have skipped it silently.
+    late = send_periodic(redis_client, "cleanupJob", late_by_s=600)
+    wait_until(lambda: api.state(late) == "succeeded", message="the late periodic cleanup to run")
+    assert int(redis_client.hget(KEYS.cleanup_status(), "lastRunAt") or 0) > first_run
+
+
+@pytest.mark.slow
+def test_cleanup_runs_once_from_the_command_line(stack: Stack, redis_client: redis.Redis) -> None:
+    now = now_ms()
+    seed(redis_client, {"ancient-2": (now - 30 * DAY_MS, "succeeded"), "recent-2": (now - DAY_MS, "succeeded")})
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cleanup"], env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["records"] == 1 and report["index_entries"] == 4
+    assert not present(redis_client, "ancient-2")["record"] and present(redis_client, "recent-2")["record"]
+    assert redis_client.hget(KEYS.cleanup_status(), "lastRunAt")
+    down = subprocess.run(
+        [sys.executable, "-m", "app.cleanup"],
+        env={**stack.env, "REDIS_URL": "redis://127.0.0.1:1/0"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1 and "Redis is unavailable" in down.stderr and "Traceback" not in down.stderr
+
+
+@pytest.fixture
+def scheduler(stack: Stack) -> Iterator[Any]:
+    service = stack.scheduler()
+    yield service
+    service.stop(timeout=10)
+
+
+@pytest.mark.slow
+def test_periodiq_schedules_cleanup_job_daily_and_stops_on_sigterm(scheduler: Any) -> None:
+    wait_until(lambda: "cleanupJob" in scheduler.log(), timeout=30, message="periodiq to list cleanupJob")
+    listing = scheduler.log()
+    line = next(line for line in listing.splitlines() if "cleanupJob" in line)
+    assert "@daily" in line and "app.actors.cleanup:cleanupJob@default" in line, listing
+    assert scheduler.alive()
+    scheduler.signal(signal.SIGTERM)
+    returncode = scheduler.wait(timeout=10)
+    # periodiq installs no SIGTERM handler: the default action ends it at once, without a traceback.
+    assert returncode in (0, -signal.SIGTERM), (returncode, scheduler.log())
+    assert "Traceback" not in scheduler.log()
+
+
+def test_periodic_messages_are_not_skipped_for_most_of_a_day() -> None:
+    from app.broker import PERIODIC_SKIP_DELAY_S
+
+    # Late runs still happen, and a run is never so late that it doubles the next day's.
+    assert 3600 <= PERIODIC_SKIP_DELAY_S < 24 * 3600

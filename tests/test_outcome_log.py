@@ -1,0 +1,308 @@
+"""The outcome log without processes: OutcomeRecorder on Dramatiq's StubBroker, OutcomeLog on fakeredis.
+
+Counts round trips to Redis: each transition must be exactly one pipelined MULTI/EXEC, and a
+Redis that does not answer must never fail, lose or hold up the job itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import fakeredis
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, SkipMessage
+
+from app.errors import PermanentJobError
+from app.keys import Keys
+from app.middleware.outcomes import OutcomeRecorder
+from app.middleware.retries import DurableRetries
+from app.outcomes import UNLESS_SUPERSEDED, OutcomeLog, decode_record, now_ms
+from tests.support.services import wait_until
+
+KEYS = Keys()
+LOG = OutcomeLog(keys=KEYS, retention_seconds=3600)
+
+
+class CountingRedis(fakeredis.FakeRedis):
+    """Records every round trip: a direct command, or one pipeline execution with its commands."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.round_trips: list[tuple[bool, list[tuple[Any, ...]]]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.round_trips.append((False, [(str(args[0]).upper(), *args[1:])]))
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        original = pipe.execute
+
+        def execute(raise_on_error: bool = True) -> Any:
+            commands = [(str(args[0]).upper(), *args[1:]) for args, _ in pipe.command_stack]
+            self.round_trips.append((pipe.transaction, commands))
+            return original(raise_on_error)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+class SkipFlagged(Middleware):
+    """Skips messages sent with the `skip_me` option, the way periodiq skips a late tick."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"skip_me"}
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        if message.options.get("skip_me"):
+            raise SkipMessage()
+
+
+class Harness:
+    def __init__(self, client: CountingRedis, server: fakeredis.FakeServer) -> None:
+        self.client = client
+        self.server = server
+        self.reader = fakeredis.FakeRedis(server=server)  # the test's own reads are not counted
+        self.write_errors = 0
+        self.recorder = OutcomeRecorder(
+            log=LOG, client=client, max_crash_deliveries=3, on_write_error=self._count_error
+        )
+        # Retries wait 50-100 ms, so that the order of transitions is fixed (see the late-write tests below).
+        self.broker = StubBroker(
+            middleware=[
+                SkipFlagged(),
+                self.recorder,
+                DurableRetries(max_retries=5, min_backoff=50, max_backoff=100, enqueue_deadline_ms=1000),
+            ]
+        )
+        self.broker.emit_after("process_boot")
+        self.calls: dict[str, int] = {}
+        self.worker = dramatiq.Worker(self.broker, worker_timeout=50, worker_threads=2)
+
+    def _count_error(self) -> None:
+        self.write_errors += 1
+
+    def actor(self, name: str, fails: int, *, error: type[Exception] = RuntimeError, **options: Any) -> Any:
+        def run(job_id: str) -> None:
+            self.calls[job_id] = self.calls.get(job_id, 0) + 1
+            if self.calls[job_id] <= fails:
+                raise error(f"attempt {self.calls[job_id]} failed")
+
+        return dramatiq.actor(run, actor_name=name, broker=self.broker, **options)
+
+    def run(self, actor: Any, job_id: str, **options: Any) -> None:
+        message = actor.message_with_options(args=(job_id,), **options).copy(message_id=job_id)
+        self.broker.enqueue(message)
+        self.broker.join(actor.queue_name, fail_fast=False, timeout=10_000)
+        self.worker.join()
+
+    def record(self, job_id: str) -> dict[str, Any]:
+        return decode_record(self.reader.hgetall(KEYS.job(job_id)))
+
+    def transitions(self) -> list[list[tuple[Any, ...]]]:
+        """The round trips made; each must be one MULTI/EXEC."""
+        for transaction, _ in self.client.round_trips:
+            assert transaction, self.client.round_trips
+        return [commands for _, commands in self.client.round_trips]
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    server = fakeredis.FakeServer()
+    client = CountingRedis(server=server)
+    harness = Harness(client, server)
+    harness.worker.start()
+    yield harness
+    harness.worker.stop()
+    client.close()
+
+
+def assert_transitions(harness: Harness, expected: list[str]) -> None:
+    """One round trip per transition, in this order; each enters its state's indexes (global and
+    per job type) and refreshes the record's expiry."""
+    trips = [expand(commands) for commands in harness.transitions()]
+    assert [entered_state(commands) for commands in trips] == expected, trips
+    for commands in trips:
+        assert [c[0] for c in commands].count("ZADD") == 2 and any(c[0] == "EXPIRE" for c in commands), commands
+
+
+def expand(commands: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The commands of a round trip, with those run by the UNLESS_SUPERSEDED script unwrapped."""
+    out: list[tuple[Any, ...]] = []
+    for command in commands:
+        if command[0] != "EVAL":
+            out.append(command)
+            continue
+        assert command[1] == UNLESS_SUPERSEDED
+        args = list(command[8:])  # after: script, numkeys, record, attempt, the 3 final states
+        while args:
+            argc = int(args[0])
+            out.append((str(args[1]).upper(), *args[2 : 1 + argc]))
+            args = args[1 + argc :]
+    return out
+
+
+def entered_state(commands: list[tuple[Any, ...]]) -> str:
+    """The state a round trip moved the job to: the state index its ZADDs name."""
+    prefix = KEYS.state_index("")
+    states = {str(c[1])[len(prefix) :].split(":")[0] for c in commands if c[0] == "ZADD"}
+    assert len(states) == 1, commands
+    return states.pop()
+
+
+def test_success_is_two_round_trips(harness: Harness) -> None:
+    actor = harness.actor("okJob", fails=0)
+    harness.run(actor, "job-ok")
+    wait_until(lambda: harness.record("job-ok")["state"] == "succeeded", timeout=5, message="succeeded")
+    assert_transitions(harness, ["running", "succeeded"])
+    record = harness.record("job-ok")
+    assert record["attempts"] == 1 and record["executions"] == 1 and record["durationMs"] is not None
+    assert harness.reader.zscore(KEYS.state_index("succeeded", "okJob"), "job-ok") is not None
+    assert harness.reader.zcard(KEYS.state_index("running")) == 0
+    assert harness.write_errors == 0
+
+
+def test_each_retry_is_one_round_trip_per_transition(harness: Harness) -> None:
+    actor = harness.actor("flakyJob", fails=2)
+    harness.run(actor, "job-flaky")
+    wait_until(lambda: harness.record("job-flaky")["state"] == "succeeded", timeout=5, message="succeeded")
+    assert_transitions(harness, ["running", "retrying", "running", "retrying", "running", "succeeded"])
+    record = harness.record("job-flaky")
+    assert record["attempts"] == 3 and record["executions"] == 3
+    assert record["error"] == "RuntimeError: attempt 2 failed"  # the last error stays visible
+    assert harness.calls["job-flaky"] == 3
+
+
+def test_retries_spent_is_failed_with_compat_entry_in_the_same_round_trip(harness: Harness) -> None:
+    actor = harness.actor("badJob", fails=100, max_retries=1)
+    harness.run(actor, "job-bad")
+    wait_until(lambda: harness.record("job-bad")["state"] == "failed", timeout=5, message="failed")
+    assert_transitions(harness, ["running", "retrying", "running", "failed"])
+    expired = [c[1] for c in harness.transitions()[-1] if c[0] == "EXPIRE"]
+    assert expired == [KEYS.job("job-bad"), KEYS.failed_job_compat("job-bad")]  # same round trip
+    record = harness.record("job-bad")
+    assert record["attempts"] == 2 and record["nextRetryAt"] is None
+    failed = harness.reader.hgetall(KEYS.failed_job_compat("job-bad"))
+    assert failed[b"jobName"] == b"badJob" and failed[b"attempts"] == b"2"
+    assert failed[b"error"] == b"RuntimeError: attempt 2 failed" and failed[b"time"].endswith(b"Z")
+    assert 0 < harness.reader.ttl(KEYS.failed_job_compat("job-bad")) <= 3600
+    assert 0 < harness.reader.ttl(KEYS.job("job-bad")) <= 3600
+
+
+def test_permanent_error_fails_at_once(harness: Harness) -> None:
+    actor = harness.actor("permJob", fails=100, error=PermanentJobError, throws=(PermanentJobError,))
+    harness.run(actor, "job-perm")
+    wait_until(lambda: harness.record("job-perm")["state"] == "failed", timeout=5, message="failed")
+    assert_transitions(harness, ["running", "failed"])
+    assert harness.record("job-perm")["attempts"] == 1 and harness.calls["job-perm"] == 1
+
+
+def test_skipped_is_one_round_trip(harness: Harness) -> None:
+    actor = harness.actor("skipJob", fails=0)
+    harness.run(actor, "job-skip", skip_me=True)
+    wait_until(lambda: harness.record("job-skip")["state"] == "skipped", timeout=5, message="skipped")
+    assert_transitions(harness, ["skipped"])
+    assert "job-skip" not in harness.calls
+
+
+def test_redis_down_for_the_log_never_fails_the_job(harness: Harness) -> None:
+    ok = harness.actor("okJob", fails=0)
+    flaky = harness.actor("flakyJob", fails=1)
+    harness.server.connected = False  # every log write raises redis.ConnectionError
+    started = now_ms()
+    harness.run(ok, "job-ok")
+    harness.run(flaky, "job-flaky")
+    # Both ran to success (the retry was scheduled on the broker, which is not this Redis).
+    assert harness.calls == {"job-ok": 1, "job-flaky": 2}
+    assert harness.broker.dead_letters == []
+    # running + succeeded for the first; running, retrying, running, succeeded for the second.
+    wait_until(lambda: harness.write_errors == 6, timeout=10, message="six counted write errors")
+    assert harness.recorder.write_errors == 6
+    # A final write is tried 3 times over 0.6 s at most: the job is never held up for long.
+    assert now_ms() - started < 10_000
+    harness.server.connected = True
+    assert harness.reader.keys("*") == []
+
+
+def run(client: fakeredis.FakeRedis, *transitions: list[tuple[Any, ...]]) -> None:
+    for commands in transitions:
+        with client.pipeline() as pipeline:
+            for command in commands:
+                pipeline.execute_command(*command)
+            pipeline.execute()
+
+
+IDS = {"job_id": "j1", "job_name": "flakyJob"}
+
+
+def late_retrying(attempt: int, at_ms: int) -> list[tuple[Any, ...]]:
+    return LOG.retrying(
+        attempt=attempt, error="E", traceback="T", next_retry_at_ms=at_ms + 100, duration_ms=3, at_ms=at_ms, **IDS
+    )
+
+
+def test_a_late_retrying_does_not_roll_back_a_finished_job() -> None:
+    """Seen with a Redis restart: attempt 1's ack waits for Redis (Dramatiq tries again every
+    5 s) while its retry already ran and succeeded; its `retrying` is written last."""
+    client = fakeredis.FakeRedis()
+    run(
+        client,
+        LOG.running(queue="default", attempt=1, at_ms=1_000, **IDS),
+        LOG.running(queue="default", attempt=2, at_ms=2_000, **IDS),
+        LOG.succeeded(duration_ms=5, at_ms=2_005, **IDS),
+        late_retrying(1, 1_003),
+    )
+    record = decode_record(client.hgetall(KEYS.job("j1")))
+    assert record["state"] == "succeeded" and record["attempts"] == 2 and record["nextRetryAt"] is None
+    assert client.zscore(KEYS.state_index("retrying"), "j1") is None
+    assert client.zscore(KEYS.state_index("succeeded", "flakyJob"), "j1") is not None
+
+
+def test_a_late_retrying_does_not_roll_back_a_later_attempt() -> None:
+    client = fakeredis.FakeRedis()
+    run(
+        client,
+        LOG.running(queue="default", attempt=1, at_ms=1_000, **IDS),
+        LOG.running(queue="default", attempt=2, at_ms=2_000, **IDS),
+        late_retrying(1, 1_003),
+    )
+    record = decode_record(client.hgetall(KEYS.job("j1")))
+    assert record["state"] == "running" and record["attempts"] == 2
+    assert client.zscore(KEYS.state_index("running"), "j1") is not None
+    assert client.zscore(KEYS.state_index("retrying"), "j1") is None
+    # The retrying of the running attempt itself is written as usual.
+    run(client, late_retrying(2, 2_010))
+    record = decode_record(client.hgetall(KEYS.job("j1")))
+    assert record["state"] == "retrying" and record["attempts"] == 2 and record["nextRetryAt"] == 2_110
+    assert record["error"] == "E" and client.hget(KEYS.job("j1"), "traceback") == b"T"
+    assert client.zscore(KEYS.state_index("running"), "j1") is None
+    assert client.zscore(KEYS.state_index("retrying", "flakyJob"), "j1") is not None
+    assert 0 < client.ttl(KEYS.job("j1")) <= 3600
+
+
+def test_success_records_its_attempt_even_if_its_running_was_never_written() -> None:
+    client = fakeredis.FakeRedis()
+    run(
+        client,
+        LOG.running(queue="default", attempt=1, at_ms=1_000, **IDS),
+        late_retrying(1, 1_003),
+        # running of attempt 2 lost in a Redis blink
+        LOG.succeeded(duration_ms=5, at_ms=2_005, attempt=2, **IDS),
+    )
+    record = decode_record(client.hgetall(KEYS.job("j1")))
+    assert record["state"] == "succeeded" and record["attempts"] == 2
+    assert client.zscore(KEYS.state_index("retrying"), "j1") is None
+
+
+def test_the_recorder_runs_its_after_hooks_after_the_retries_middleware() -> None:
+    """After-hooks run in reverse order: placed before DurableRetries, the recorder sees its verdict."""
+    from app.broker import build_middleware
+    from app.settings import Settings
+
+    kinds = [type(m) for m in build_middleware(Settings(), KEYS, LOG, fakeredis.FakeRedis())]
+    assert kinds.count(OutcomeRecorder) == 1 and kinds.count(DurableRetries) == 1
+    assert kinds.index(OutcomeRecorder) < kinds.index(DurableRetries)
