@@ -6,19 +6,19 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import pytest
 import yaml
+
+from tests.support.services import free_port, wait_until
 
 T = TypeVar("T")
 
@@ -37,26 +37,6 @@ def require_binary(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS reports free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(condition: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll `condition` until it returns a truthy value before the deadline; return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class PrometheusQueryError(RuntimeError):
@@ -119,8 +99,8 @@ class PrometheusServer:
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_until(self._ready, timeout=self.startup_timeout, what=f"Prometheus ready at {self.url}")
-            wait_until(self._all_targets_up, timeout=self.startup_timeout, what=f"targets up: {self.jobs}")
+            wait_until(self._ready, timeout=self.startup_timeout, message=f"Prometheus ready at {self.url}")
+            wait_until(self._all_targets_up, timeout=self.startup_timeout, message=f"targets up: {self.jobs}")
         except Exception as error:
             report = f"{error}\n{self._target_report()}\n--- prometheus log ---\n{self.log()[-4000:]}"
             self.stop()
@@ -160,7 +140,7 @@ class PrometheusServer:
 
     def wait_for_data(self, expr: str, *, timeout: float = 30.0) -> list[Any]:
         """Poll an instant query until it returns a non-empty result; return it."""
-        return wait_until(lambda: self.query(expr), timeout=timeout, what=f"data for {expr!r}")
+        return wait_until(lambda: self.query(expr), timeout=timeout, message=f"data for {expr!r}")
 
     def targets(self) -> list[dict[str, Any]]:
         """The active scrape targets as reported by /api/v1/targets."""
