@@ -31,6 +31,7 @@ from dramatiq.middleware import (
     Callbacks,
     CurrentMessage,
     Middleware,
+    MiddlewareError,
     Pipelines,
     ShutdownNotifications,
     TimeLimit,
@@ -38,6 +39,7 @@ from dramatiq.middleware import (
 from periodiq import PeriodiqMiddleware
 
 from app import connections
+from app.batching import WorkerWrites
 from app.connections import REDIS_DOWN_ERRORS
 from app.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
 from app.jobs import JobRegistry, registry
@@ -61,6 +63,7 @@ class TaskQueueBroker(RedisBroker):
         enqueuer: Enqueuer,
         client: redis.Redis,
         middleware: list[Middleware],
+        writes: WorkerWrites | None = None,
     ) -> None:
         super().__init__(
             client=client,
@@ -71,6 +74,8 @@ class TaskQueueBroker(RedisBroker):
         self.settings = settings
         self.keys = keys
         self.enqueuer = enqueuer
+        #: Acks and outcome records of all threads, coalesced into few round trips.
+        self.writes = writes or WorkerWrites(client)
         self.in_flight = InFlight()
         self.draining = threading.Event()
         self.give_back = client.register_script(GIVE_BACK)
@@ -80,6 +85,14 @@ class TaskQueueBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return WakeableConsumer
 
+    @property
+    def _handler_cache(self) -> dict[tuple[str, int, int], list[Middleware]]:
+        # Set lazily: Broker.__init__ emits signals (adding middleware) before ours runs.
+        cache = self.__dict__.get("_handlers_by_signal")
+        if cache is None:
+            cache = self.__dict__["_handlers_by_signal"] = {}
+        return cache
+
     def stop_fetching(self) -> None:
         """From now on consumers fetch nothing and give back what they have not handed out."""
         self.draining.set()
@@ -88,6 +101,36 @@ class TaskQueueBroker(RedisBroker):
         if not queue_name.endswith(DELAY_SUFFIX):
             prefetch = max(prefetch, self.settings.worker_prefetch)
         return WakeableConsumer(self, queue_name, prefetch, timeout)
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        # As Dramatiq's, calling only the middleware that handle the signal: with a dozen of
+        # them, the no-op calls were a noticeable part of a short job's cost.
+        signal = "before_" + signal
+        for middleware in self._handlers(signal):
+            try:
+                getattr(middleware, signal)(self, *args, **kwargs)
+            except MiddlewareError:
+                raise
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", signal, middleware, exc_info=True)
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        signal = "after_" + signal
+        for middleware in reversed(self._handlers(signal)):
+            try:
+                getattr(middleware, signal)(self, *args, **kwargs)
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", signal, middleware, exc_info=True)
+
+    def _handlers(self, signal: str) -> list[Middleware]:
+        """The middleware (in order) whose class or instance defines `signal` itself."""
+        key = (signal, id(self.middleware), len(self.middleware))
+        found = self._handler_cache.get(key)
+        if found is None:
+            base = getattr(Middleware, signal, None)
+            found = [m for m in self.middleware if signal in vars(m) or getattr(type(m), signal, None) is not base]
+            self._handler_cache[key] = found
+        return found
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         stored, commands = self.enqueuer.commands(message, delay)
@@ -173,6 +216,17 @@ return moved
 
 #: How often a draining consumer looks whether its thread has been stopped.
 DRAIN_POLL_S = 0.05
+#: How long closing a consumer waits for this process's deferred acks and records to go out.
+CLOSE_FLUSH_S = 5.0
+RESTART_FLUSH_S = 0.5
+#: From this prefetch on, a consumer tops up in halves.
+REFILL_IN_HALVES_FROM = 16
+
+# Dramatiq's ack, as one call. KEYS: ack set, queue messages; ARGV: redis id.
+ACK = """
+redis.call('SREM', KEYS[1], ARGV[1])
+return redis.call('HDEL', KEYS[2], ARGV[1])
+"""
 
 
 class WakeableConsumer(_RedisConsumer):
@@ -194,6 +248,9 @@ class WakeableConsumer(_RedisConsumer):
             self.wakeup_key,
         ]
         self.etas: list[int] = []
+        # A large prefetch is topped up once half of it is used: fewer, larger fetches (each is
+        # a round trip). A small one, as Dramatiq does, whenever there is room.
+        self.refill_at = prefetch // 2 if prefetch >= REFILL_IN_HALVES_FROM else prefetch - 1
         self.reclaimed = False
         if queue_name.endswith(DELAY_SUFFIX):
             # Dramatiq builds a new consumer after dropping (on a connection error) or giving
@@ -222,7 +279,7 @@ class WakeableConsumer(_RedisConsumer):
                 if "eta" in message.options:
                     heapq.heappush(self.etas, int(message.options["eta"]))
                 return MessageProxy(message)
-            if self.outstanding_message_count < self.prefetch:
+            if self.outstanding_message_count <= self.refill_at:
                 self.message_cache = self.broker.do_fetch(
                     self.queue_name, self.prefetch - self.outstanding_message_count
                 )
@@ -234,7 +291,17 @@ class WakeableConsumer(_RedisConsumer):
             raise ConnectionClosed(error) from None
 
     def ack(self, message: MessageProxy) -> None:
-        self._settle(message, self.broker.do_ack)
+        # Not a round trip of its own: it goes with the next write of any thread of this process
+        # (or within milliseconds). Round trips per job are what bound a worker's rate. Unlike
+        # Dramatiq's ack, the body is dropped even if a sweep took the message back meanwhile
+        # (this worker was thought dead): the job is done, and must not run a second time.
+        # Heartbeats are stamped by the liveness thread, not by acks.
+        redis_id = message.options["redis_message_id"]
+        self.broker.writes.defer(
+            [("EVAL", ACK, 2, self.redis_keys[0], self.redis_keys[2], redis_id)],
+            # Released only once Redis took it: until then the message must not be reclaimed.
+            on_done=lambda _: self.broker.in_flight.release(self.queue_name, [redis_id]),
+        )
 
     def nack(self, message: MessageProxy) -> None:
         self._settle(message, self.broker.do_nack)
@@ -249,6 +316,16 @@ class WakeableConsumer(_RedisConsumer):
             raise ConnectionClosed(error) from None
         # Released only once Redis took it: until then the message must not be reclaimed.
         self.broker.in_flight.release(self.queue_name, [redis_id])
+
+    def close(self) -> None:
+        # At shutdown, before the worker's shutdown hooks (the liveness sweep of this very
+        # worker): acks still waiting in memory must reach Redis, or finished jobs would run
+        # again. A consumer restarting after a connection error does not wait long: the acks
+        # stay queued and go through once Redis answers.
+        timeout = CLOSE_FLUSH_S if self.broker.draining.is_set() else RESTART_FLUSH_S
+        if not self.broker.writes.flush(timeout) and self.broker.draining.is_set():
+            self.logger.warning("Some acks did not reach Redis before closing; those jobs may run again.")
+        super().close()
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Give fetched messages that never started back to the head of their queue."""
@@ -284,8 +361,8 @@ class WakeableConsumer(_RedisConsumer):
             heapq.heappop(self.etas)
         if self.etas:
             timeout_s = min(timeout_s, (self.etas[0] - now) / 1000)
-        if self.outstanding_message_count >= self.prefetch and not self.etas:
-            # Full: nothing to fetch until a worker thread finishes; poll gently.
+        if self.outstanding_message_count > self.refill_at and not self.etas:
+            # Enough in hand: nothing to fetch until worker threads have finished some; poll gently.
             time.sleep(min(timeout_s, 0.005))
             return
         if timeout_s < 0.001:
@@ -293,7 +370,9 @@ class WakeableConsumer(_RedisConsumer):
         self.broker.client.blpop([self.wakeup_key], timeout=timeout_s)
 
 
-def build_middleware(settings: Settings, keys: Keys, log: OutcomeLog, client: redis.Redis) -> list[Middleware]:
+def build_middleware(
+    settings: Settings, keys: Keys, log: OutcomeLog, client: redis.Redis, writes: WorkerWrites | None = None
+) -> list[Middleware]:
     """The stack, in order. After-hooks run in reverse, so our recorders sit *before* the
     retries middleware: they run after it and see its verdict (retry scheduled or dead)."""
     from app.middleware.drain import Drain
@@ -319,6 +398,7 @@ def build_middleware(settings: Settings, keys: Keys, log: OutcomeLog, client: re
             client=client,
             max_crash_deliveries=settings.max_crash_deliveries,
             on_write_error=metrics.count_log_error,
+            writes=writes,
         ),
         Liveness(keys=keys, client=client, heartbeat_timeout_ms=settings.heartbeat_timeout_ms),
         Drain(),
@@ -334,13 +414,15 @@ def build_middleware(settings: Settings, keys: Keys, log: OutcomeLog, client: re
 def create_broker(settings: Settings, job_registry: JobRegistry = registry) -> TaskQueueBroker:
     """The broker for these settings, with our middleware, not yet connected."""
     keys = Keys(namespace=settings.namespace)
-    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
+    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds, scripts=True)
     client = connections.make_client(settings)
     enqueuer = Enqueuer(registry=job_registry, keys=keys, log=log, max_retries=settings.max_retries)
+    writes = WorkerWrites(client)
     return TaskQueueBroker(
         settings=settings,
         keys=keys,
         enqueuer=enqueuer,
         client=client,
-        middleware=build_middleware(settings, keys, log, client),
+        writes=writes,
+        middleware=build_middleware(settings, keys, log, client, writes),
     )

@@ -6,13 +6,15 @@ ends here, so a job is validated, written and counted the same way, in one round
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
 
+from app.batching import coalesce
 from app.jobs import JobRegistry
 from app.keys import Keys, canonical_queue, delay_queue
 from app.outcomes import Command, OutcomeLog, now_ms
@@ -43,14 +45,15 @@ class Enqueuer:
         """Validate a job and make its message; UnknownJob or InvalidJobData otherwise."""
         job_type = self.registry.get(job_name)
         clean = job_type.validate(data)
-        message = dramatiq.Message(
+        job_id = job_id or new_job_id()
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=job_type.queue,
             actor_name=job_type.name,
-            args=(job_id or new_job_id(), clean),
+            args=(job_id, clean),
             kwargs={},
             options={},
+            message_id=job_id,
         )
-        message = message.copy(message_id=message.args[0])
         return message, delay_ms
 
     def commands(
@@ -69,7 +72,7 @@ class Enqueuer:
         else:
             # A delayed message moved to its queue became runnable at its eta, not now.
             runnable_at = int(message.options.get(RUNNABLE_AT, at_ms))
-        options: dict[str, Any] = {"redis_message_id": str(uuid.uuid4()), RUNNABLE_AT: runnable_at}
+        options: dict[str, Any] = {"redis_message_id": new_redis_id(), RUNNABLE_AT: runnable_at}
         if is_new:
             options[ENQUEUED_AT] = at_ms
         queue = canonical_queue(message.queue_name)
@@ -77,10 +80,19 @@ class Enqueuer:
         if delay_ms is not None:
             target = delay_queue(queue)
             options["eta"] = runnable_at
-        stored = message.copy(queue_name=target, options=options)
+        # What message.copy() makes, without dataclasses.replace's cost (bulk enqueues add up).
+        stored: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=target,
+            actor_name=message.actor_name,
+            args=message.args,
+            kwargs=message.kwargs,
+            options={**message.options, **options},
+            message_id=message.message_id,
+            message_timestamp=message.message_timestamp,
+        )
         redis_id = options["redis_message_id"]
         commands: list[Command] = [
-            ("HSET", self.keys.queue_messages(target), redis_id, stored.encode()),
+            ("HSET", self.keys.queue_messages(target), redis_id, encode(stored)),
             ("RPUSH", self.keys.queue(target), redis_id),
             *wakeup_commands(self.keys, target),
         ]
@@ -98,6 +110,21 @@ class Enqueuer:
             )
         return stored, commands
 
+    def commands_many(
+        self, items: list[tuple[dramatiq.Message[Any], int | None]], *, at_ms: int | None = None
+    ) -> tuple[list[dramatiq.Message[Any]], list[Command]]:
+        """The messages as stored, and the commands that enqueue them all in one transaction:
+        coalesced, so that a job costs about two commands (its record and its expiry) instead
+        of a dozen (one HSET for all the bodies, one RPUSH, one ZADD per index, ...)."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        stored: list[dramatiq.Message[Any]] = []
+        commands: list[Command] = []
+        for sequence, (message, delay_ms) in enumerate(items):
+            one, job_commands = self.commands(message, delay_ms, at_ms=at_ms, sequence=sequence)
+            stored.append(one)
+            commands += job_commands
+        return stored, coalesce(commands)
+
     def max_retries_of(self, message: dramatiq.Message[Any]) -> int:
         if "max_retries" in message.options:
             return int(message.options["max_retries"])
@@ -106,6 +133,29 @@ class Enqueuer:
         except Exception:
             actor_retries = None
         return int(actor_retries) if actor_retries is not None else self.max_retries
+
+
+_MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+# Message.encode() builds its dict by walking the dataclass fields on every call; with the fields
+# known, the dict is built directly (the same bytes). Checked here, in case Dramatiq changes them.
+_FIELDS_KNOWN = tuple(f.name for f in dataclasses.fields(dramatiq.Message)) == _MESSAGE_FIELDS
+
+
+def encode(message: dramatiq.Message[Any]) -> bytes:
+    """`message.encode()`, for less."""
+    if not _FIELDS_KNOWN:
+        return message.encode()
+    return dramatiq.get_encoder().encode(
+        {
+            "queue_name": message.queue_name,
+            "actor_name": message.actor_name,
+            "args": message.args,
+            "kwargs": message.kwargs,
+            "options": message.options,
+            "message_id": message.message_id,
+            "message_timestamp": message.message_timestamp,
+        }
+    )
 
 
 def wakeup_commands(keys: Keys, queue: str) -> list[Command]:
@@ -124,13 +174,28 @@ def job_data(message: dramatiq.Message[Any] | Any) -> Any:
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """A random version-4 UUID as 32 hex digits, like uuid.uuid4().hex, for a third of its cost."""
+    return f"{_uuid4_int():032x}"
+
+
+def new_redis_id() -> str:
+    """A random version-4 UUID in its usual form with dashes, as Dramatiq makes them."""
+    digits = f"{_uuid4_int():032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def _uuid4_int() -> int:
+    # As uuid.uuid4(): 122 random bits, the version (4) and the RFC 4122 variant set.
+    value = int.from_bytes(os.urandom(16), "big")
+    return value & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
 
 
 def check_delay(delay_ms: object) -> int | None:
     """None, or a delay in ms within Dramatiq's limit; ValueError with a reason otherwise."""
     if delay_ms is None:
         return None
+    if isinstance(delay_ms, float) and delay_ms.is_integer():
+        delay_ms = int(delay_ms)  # JSON has one number type: 1000.0 is the integer 1000 (as in JSON Schema)
     if isinstance(delay_ms, bool) or not isinstance(delay_ms, int):
         raise ValueError("delayMs must be a whole number of milliseconds")
     if delay_ms < 0 or delay_ms > MAX_DELAY_MS:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import importlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +42,7 @@ from app.errors import (
     UnknownJob,
 )
 from app.jobs import JobRegistry
+from app.jobs import registry as registered_jobs
 from app.jobstore import JobStore, public
 from app.keys import Keys
 from app.openapi import JOB_ID_PATTERN, MAX_PAGE, document
@@ -49,6 +52,8 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
+#: Deeper JSON is refused: no job needs it, and it would exhaust the stack of the encoders downstream.
+MAX_JSON_DEPTH = 64
 REDIS_DEADLINE_S = 4.0
 BULK_BATCH = 100
 BULK_MAX = 10_000
@@ -105,22 +110,66 @@ def _authorize(request: Request, *, write: bool) -> None:
     raise ApiError(401, "wrong API key in x-api-key: check API_KEY")
 
 
+def _whole_number(text: str | None) -> int | None:
+    """The value of a decimal number in ASCII digits, else None (str.isdigit also takes '²')."""
+    if text and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 async def _json_body(request: Request) -> Any:
     limit = _api(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body is larger than {limit} bytes: split it or send fewer jobs")
+    too_large = ApiError(413, f"request body is larger than {limit} bytes: split it or send fewer jobs")
+    declared = _whole_number(request.headers.get("content-length"))
+    if declared is not None and declared > limit:
+        raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, f"request body is larger than {limit} bytes: split it or send fewer jobs")
+            raise too_large
+    return _parse_json(bytes(body))
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _parse_json(body: bytes) -> Any:
+    """A request body as JSON, or a 400: not JSON, NaN or Infinity, an unpaired surrogate, or nested too deep."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        value = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+        _check_json(value)
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        if "integer string conversion" in reason:
+            reason = "a number has too many digits"
         raise ApiError(
-            400, f"body is not valid JSON ({error}): send a JSON object with Content-Type: application/json"
+            400, f"body is not valid JSON ({reason}): send a JSON object with Content-Type: application/json"
         ) from None
+    return value
+
+
+def _check_json(value: Any) -> None:
+    """Depth and strings, walked without recursion: what json.loads accepts but Redis, a receiver or an
+    SMTP server would not (lone surrogates), or what would exhaust the stack later (deep nesting)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            item.encode()  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
 
 
 def _job_request(api: Api, item: Any) -> tuple[Any, int | None]:
@@ -155,9 +204,28 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _refused_credentials(exc: BaseException) -> bool:
+    """Redis answered, but refused the password in REDIS_URL: retrying will not help until it is fixed."""
+    while exc is not None:
+        if isinstance(exc, redis.AuthenticationError) or (
+            isinstance(exc, redis.ResponseError) and "NOAUTH" in str(exc)
+        ):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    logger.warning("Answering 503: %s", exc)
-    response = _error_body(503, f"the queue is unavailable ({exc}); nothing was enqueued: retry later")
+    if _refused_credentials(exc):
+        logger.error("Answering 503: Redis refused the credentials in REDIS_URL: %s", exc)
+        message = (
+            "the queue is unavailable: Redis refused the API's credentials (the operator must fix the password "
+            "in REDIS_URL); nothing was enqueued: retry later"
+        )
+    else:
+        logger.warning("Answering 503: %s", exc)
+        message = f"the queue is unavailable ({exc}); nothing was enqueued: retry later"
+    response = _error_body(503, message)
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
@@ -180,7 +248,9 @@ async def _conflict(request: Request, exc: Exception) -> Response:
 
 
 async def _redis_down(request: Request, exc: Exception) -> Response:
-    return await _unavailable(request, BrokerUnavailable(f"{type(exc).__name__}: {exc}"))
+    unavailable = BrokerUnavailable(f"{type(exc).__name__}: {exc}")
+    unavailable.__cause__ = exc
+    return await _unavailable(request, unavailable)
 
 
 @contextlib.asynccontextmanager
@@ -285,20 +355,19 @@ def _filters(request: Request) -> tuple[str | None, str | None]:
 async def list_jobs(request: Request) -> Response:
     _authorize(request, write=False)
     state, job_name = _filters(request)
-    raw_limit = request.query_params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    limit = _whole_number(request.query_params.get("limit", "50"))
+    if limit is None or not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, f"limit must be a whole number from 1 to {MAX_PAGE}")
     cursor = None
     raw_cursor = request.query_params.get("cursor")
     if raw_cursor:
         score, _, member = raw_cursor.partition("-")
-        if not score.isdigit() or not member:
+        cursor_score = _whole_number(score)
+        if cursor_score is None or not member:
             raise ApiError(400, "cursor is not valid: pass the nextCursor of the previous page unchanged")
-        cursor = (int(score), member)
+        cursor = (cursor_score, member)
     async with _deadline():
-        jobs, next_cursor = await _api(request).store.list(
-            state=state, job_name=job_name, limit=int(raw_limit), cursor=cursor
-        )
+        jobs, next_cursor = await _api(request).store.list(state=state, job_name=job_name, limit=limit, cursor=cursor)
     return JSONResponse({"jobs": jobs, "nextCursor": next_cursor})
 
 
@@ -347,7 +416,9 @@ async def readyz(request: Request) -> Response:
     try:
         async with asyncio.timeout(2):
             await _api(request).client.ping()
-    except (*REDIS_DOWN_ERRORS, TimeoutError, redis.RedisError):
+    except (*REDIS_DOWN_ERRORS, TimeoutError, redis.RedisError) as error:
+        if _refused_credentials(error):
+            return JSONResponse({"error": "Redis refused the credentials in REDIS_URL: not ready"}, status_code=503)
         return JSONResponse({"error": "Redis does not answer: not ready"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
@@ -408,8 +479,8 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     """The API for these settings; Redis connections open and close with the app's lifespan."""
     settings.require_api_key()
     if job_registry is None:
-        import app.actors  # noqa: F401 - registers the job types
-        from app.jobs import registry as job_registry
+        importlib.import_module("app.actors")  # configures the broker and registers the job types
+        job_registry = registered_jobs
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
     enqueuer = Enqueuer(registry=job_registry, keys=keys, log=log, max_retries=settings.max_retries)
@@ -472,7 +543,14 @@ async def _not_found_route(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return _error_body(405, f"{request.method} is not allowed on {request.url.path}: see /openapi.json")
+    # Several routes can share a path template (GET and DELETE /jobs): Allow lists the methods of all of them.
+    template = next(r.path for r in ROUTES if r.matches(request.scope)[0] != Match.NONE)
+    allowed = sorted({m for r in ROUTES if r.path == template for m in r.methods or ()})
+    response = _error_body(
+        405, f"{request.method} is not allowed on {request.url.path}: use {', '.join(allowed)} (see /openapi.json)"
+    )
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
 
 
 class _AppFromEnvironment:

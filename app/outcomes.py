@@ -64,29 +64,22 @@ class OutcomeLog:
     ) -> list[Command]:
         """A job accepted (new) or put back on its queue by a requeue (new=False)."""
         record = self.keys.job(job_id)
-        fields: dict[str, Any] = {
-            "jobId": job_id,
-            "jobName": job_name,
-            "queue": queue,
-            "state": QUEUED,
-            "maxRetries": max_retries,
-            "enqueuedAt": at_ms,
-            "data": data_json,
-            "attempts": 0,
-            "deliveries": 0,
-            "updatedAt": at_ms,
-        }
+        # Field/value pairs, flat: this runs once per enqueued job, bulk enqueues included.
+        fields: list[Any] = [
+            "jobId", job_id, "jobName", job_name, "queue", queue, "state", QUEUED, "maxRetries", max_retries,
+            "enqueuedAt", at_ms, "data", data_json, "attempts", 0, "deliveries", 0, "updatedAt", at_ms,
+        ]  # fmt: skip
         if run_at_ms is not None:
-            fields["runAt"] = run_at_ms
+            fields += ["runAt", run_at_ms]
         score = index_score(at_ms, sequence)
         commands: list[Command] = []
         if new:
-            commands.append(("HSET", record, "executions", 0))
+            fields += ["executions", 0]
         else:
             commands.append(("HDEL", record, "runAt", "nextRetryAt", "startedAt", "finishedAt", "durationMs"))
             commands.append(("HINCRBY", record, "requeues", 1))
             commands += self._leave(job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, RETRYING))
-        commands.append(("HSET", record, *_flatten(fields)))
+        commands.append(("HSET", record, *fields))
         commands += self._enter(job_id, job_name, QUEUED, score)
         if new:
             commands += [

@@ -353,8 +353,13 @@ def test_no_secret_reaches_a_process_log_a_job_record_or_a_metric(
             records = [client.get(f"/jobs/{job_id}").text for job_id in ids.values()]
             assert "SMTP login refused" in records[0] and "SMTP_URL" in records[0]
             bodies += records + [client.get("/jobs").text, client.get("/metrics").text]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-            bodies.append(response.read().decode())
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+
+        # The jobs can be done before the worker's metrics process listens: wait for it.
+        bodies.append(wait_until(scrape, timeout=30, message="the worker metrics endpoint"))
         # The webhook was signed with the secret, which itself was not sent.
         _, headers, sent = ok.requests[0]
         assert headers[webhooks.SIGNATURE_HEADER].startswith("sha256=")

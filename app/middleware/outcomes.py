@@ -71,6 +71,8 @@ class OutcomeRecorder(Middleware):
         self.write_errors = 0
         self._started: dict[str, tuple[int, int]] = {}
         self._verdicts: dict[str, _Verdict] = {}
+        # Runs whose `running` write did not reach Redis: their final write counts them instead.
+        self._uncounted: set[str] = set()
         self._lock = threading.Lock()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
@@ -86,6 +88,8 @@ class OutcomeRecorder(Middleware):
                 at_ms=started,
             )
         )
+        if not results:
+            self._uncounted.add(_key(message))
         deliveries = int(results[-1]) if results else 1
         if deliveries > self.max_crash_deliveries:
             message.fail()
@@ -145,7 +149,7 @@ class OutcomeRecorder(Middleware):
             )
         else:
             commands = self.log.skipped(reason=verdict.error, **ids)
-        self._write(commands, retry=True)
+        self._write(self._counted(message, commands), retry=True)
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
         verdict = self._verdicts.pop(_key(message), None)
@@ -156,21 +160,27 @@ class OutcomeRecorder(Middleware):
             attempt = int(message.options.get("retries", 0)) + 1
             verdict = _Verdict("failed", attempt, None, error, "")
         data = job_data(message)
-        self._write(
-            self.log.failed(
-                job_id=message.message_id,
-                job_name=message.actor_name,
-                queue=_queue(message),
-                error=verdict.error,
-                traceback=verdict.traceback,
-                attempts=verdict.attempt,
-                data_json=json.dumps(data, separators=(",", ":"), default=str),
-                dead_letter_id=message.options.get("redis_message_id", ""),
-                duration_ms=verdict.duration_ms,
-                at_ms=verdict.finished_at_ms,
-            ),
-            retry=True,
+        failed = self.log.failed(
+            job_id=message.message_id,
+            job_name=message.actor_name,
+            queue=_queue(message),
+            error=verdict.error,
+            traceback=verdict.traceback,
+            attempts=verdict.attempt,
+            data_json=json.dumps(data, separators=(",", ":"), default=str),
+            dead_letter_id=message.options.get("redis_message_id", ""),
+            duration_ms=verdict.duration_ms,
+            at_ms=verdict.finished_at_ms,
         )
+        self._write(self._counted(message, failed), retry=True)
+
+    def _counted(self, message: MessageProxy, commands: list[Command]) -> list[Command]:
+        """A final write, plus the execution its `running` write could not count (Redis was down):
+        a job run while Redis was away still shows in `executions`."""
+        if _key(message) not in self._uncounted:
+            return commands
+        self._uncounted.discard(_key(message))
+        return [*commands, ("HINCRBY", self.log.keys.job(message.message_id), "executions", 1)]
 
     def _write(self, commands: list[Command], *, retry: bool = False) -> list[Any]:
         if self.writes is not None:

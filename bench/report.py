@@ -1,0 +1,234 @@
+"""The results: targets checked, a table printed, and latest.json / latest.md written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WORKER_RATIO_DEFAULT = 1.0
+WORKER_RATIO_SAME_PREFETCH = 0.85
+IDLE_P50_MS = 5.0
+IDLE_P99_MS = 20.0
+API_RATIO_TO_NAIVE = 2.0
+BULK_JOBS_PER_S = 15_000
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float | None
+    goal: str
+    met: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "goal": self.goal, "pass": self.met}
+
+
+def ratio(ours: float | None, other: float | None) -> float | None:
+    return round(ours / other, 2) if ours is not None and other else None
+
+
+def targets(figures: dict[str, Any]) -> list[Target]:
+    """Every target of issue 7 that the figures measured, PASS or FAIL."""
+    found: list[Target] = []
+
+    def check(name: str, value: float | None, goal: str, test: Callable[[float], bool]) -> None:
+        found.append(Target(name, value, goal, value is not None and test(value)))
+
+    for config, row in figures.get("workers", {}).items():
+        check(
+            f"worker {config}: ours / plain (default prefetch)",
+            row["ratio_default"],
+            f">= {WORKER_RATIO_DEFAULT}",
+            lambda v: v >= WORKER_RATIO_DEFAULT,
+        )
+        check(
+            f"worker {config}: ours / plain (same prefetch)",
+            row["ratio_same_prefetch"],
+            f">= {WORKER_RATIO_SAME_PREFETCH}",
+            lambda v: v >= WORKER_RATIO_SAME_PREFETCH,
+        )
+    idle = figures.get("latency", {}).get("ours_idle")
+    if idle:
+        check("idle enqueue-to-start p50 (ms)", idle["p50_ms"], f"<= {IDLE_P50_MS}", lambda v: v <= IDLE_P50_MS)
+        check("idle enqueue-to-start p99 (ms)", idle["p99_ms"], f"<= {IDLE_P99_MS}", lambda v: v <= IDLE_P99_MS)
+    enqueue = figures.get("enqueue", {})
+    if "ours" in enqueue:
+        check(
+            "POST /enqueue: ours / naive (req/s)",
+            enqueue["ratio_to_naive"],
+            f">= {API_RATIO_TO_NAIVE}",
+            lambda v: v >= API_RATIO_TO_NAIVE,
+        )
+    if "batch" in enqueue:
+        check(
+            "POST /enqueue/batch (jobs/s)",
+            enqueue["batch"]["jobs_per_s"],
+            f">= {BULK_JOBS_PER_S:,}",
+            lambda v: v >= BULK_JOBS_PER_S,
+        )
+    if "producer" in enqueue:
+        check(
+            "producer --generate (jobs/s)",
+            enqueue["producer"]["jobs_per_s"],
+            f">= {BULK_JOBS_PER_S:,}",
+            lambda v: v >= BULK_JOBS_PER_S,
+        )
+    return found
+
+
+def markdown(machine: dict[str, Any], settings: dict[str, Any], figures: dict[str, Any], found: list[Target]) -> str:
+    """The whole report as Markdown tables (also what is printed)."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{machine['date']} on {machine['cpu_model']}, {machine['cpu_cores']} cores, {machine['memory_gib']} GiB; "
+        f"Python {machine['python']}, Redis {machine['redis_server']}, Dramatiq {machine['dramatiq']}, "
+        f"redis-py {machine['redis_py']}, uvicorn {machine['uvicorn']}. Load average at start: "
+        f"{', '.join(str(x) for x in machine['load_average_at_start'])}.",
+        "",
+    ]
+    workers = figures.get("workers")
+    if workers:
+        lines += [
+            f"## Worker throughput (no-op jobs/s; ours = every middleware, prefetch {settings['worker_prefetch']}; "
+            f"mean of {settings['plan']['repeats']} runs each, taken in turn)",
+            "",
+            "| processes x threads | ours | plain Dramatiq (default prefetch) | ratio | "
+            f"plain Dramatiq (prefetch {settings['worker_prefetch']}) | ratio |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for config, row in workers.items():
+            lines.append(
+                f"| {config} | {_n(row['ours'])} | {_n(row['plain_default'])} | {_mark(found, config, 'default')} | "
+                f"{_n(row['plain_same_prefetch'])} | {_mark(found, config, 'same prefetch')} |"
+            )
+        lines += [
+            "",
+            "CPU per job (µs, worker processes + redis-server; less disturbed by other load than the rates):",
+            "",
+            "| processes x threads | ours | plain (default prefetch) | plain (same prefetch) |",
+            "|---|---:|---:|---:|",
+        ]
+        for config, row in workers.items():
+            cpu = row["cpu_us_per_job"]
+            lines.append(f"| {config} | {cpu['ours']} | {cpu['plain_default']} | {cpu['plain_same_prefetch']} |")
+        lines.append("")
+    enqueue = figures.get("enqueue")
+    if enqueue:
+        lines += [
+            "## Enqueue throughput (one uvicorn worker each; wrk "
+            f"{settings['wrk_connections']} connections, {settings['wrk_seconds']} s)",
+            "",
+            "| endpoint | requests/s | p50 ms | p99 ms | errors | note |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        references = (("trivial", "trivial JSON endpoint (ceiling)"), ("naive", "naive: Starlette + actor.send()"))
+        for key, label in references:
+            if key in enqueue:
+                row = enqueue[key]
+                lines.append(
+                    f"| {label} | {_n(row['requests_per_s'])} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | |"
+                )
+        if "ours" in enqueue:
+            row = enqueue["ours"]
+            note = (
+                f"{_x(enqueue['ratio_to_naive'])} naive {_verdict(found, 'POST /enqueue: ours')}; "
+                f"{_x(enqueue['ratio_to_ceiling'])} ceiling"
+            )
+            lines.append(
+                f"| ours: POST /enqueue | {_n(row['requests_per_s'])} | {row['p50_ms']} | {row['p99_ms']} | "
+                f"{row['errors']} | {note} |"
+            )
+        lines.append("")
+        lines += ["| bulk enqueue | jobs/s | target |", "|---|---:|---|"]
+        if "batch" in enqueue:
+            row = enqueue["batch"]
+            lines.append(
+                f"| POST /enqueue/batch ({row['jobs_per_request']} jobs/request, p50 {row['p50_ms']} ms, "
+                f"{row['errors']} errors) | {_n(row['jobs_per_s'])} | {_verdict(found, 'POST /enqueue/batch')} |"
+            )
+        if "producer" in enqueue:
+            row = enqueue["producer"]
+            lines.append(
+                f"| producer --generate {row['jobs']} --job emailJob (median of {len(row['runs'])} runs) | "
+                f"{_n(row['jobs_per_s'])} | "
+                f"{_verdict(found, 'producer')} |"
+            )
+        lines.append("")
+    latency = figures.get("latency")
+    if latency:
+        lines += [
+            "## Enqueue-to-start latency (ms, measured in the worker)",
+            "",
+            "| case | p50 | p99 | max | samples | target |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        labels = {
+            "ours_idle": "ours, idle worker (jobs 100-200 ms apart)",
+            "ours_load": "ours, under load ({load:,} no-op jobs/s)",
+            "plain_idle": "plain Dramatiq, idle worker (for comparison)",
+        }
+        for key, label in labels.items():
+            if key in latency:
+                row = latency[key]
+                verdict = (
+                    f"p50 {_verdict(found, 'idle enqueue-to-start p50')}, "
+                    f"p99 {_verdict(found, 'idle enqueue-to-start p99')}"
+                    if key == "ours_idle"
+                    else ""
+                )
+                lines.append(
+                    f"| {label.format(load=row['load_jobs_per_s'])} ({row['config']}) | {row['p50_ms']} | "
+                    f"{row['p99_ms']} | {row['max_ms']} | {row['samples']} | {verdict} |"
+                )
+        lines.append("")
+    passed = sum(1 for target in found if target.met)
+    lines += [f"## Targets: {passed} of {len(found)} met", "", "| target | value | goal | |", "|---|---:|---|---|"]
+    for target in found:
+        lines.append(f"| {target.name} | {target.value} | {target.goal} | {'PASS' if target.met else 'FAIL'} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write(out: Path, machine: dict[str, Any], settings: dict[str, Any], figures: dict[str, Any]) -> str:
+    """Check the targets, write latest.json and latest.md under `out`; the Markdown report."""
+    found = targets(figures)
+    text = markdown(machine, settings, figures, found)
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "machine": machine,
+        "settings": settings,
+        "figures": figures,
+        "targets": [target.as_dict() for target in found],
+    }
+    (out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out / "latest.md").write_text(text)
+    return text
+
+
+def _n(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _find(found: list[Target], prefix: str) -> Target | None:
+    return next((target for target in found if target.name.startswith(prefix)), None)
+
+
+def _verdict(found: list[Target], prefix: str) -> str:
+    target = _find(found, prefix)
+    return "" if target is None else ("PASS" if target.met else "FAIL")
+
+
+def _mark(found: list[Target], config: str, kind: str) -> str:
+    target = _find(found, f"worker {config}: ours / plain ({kind}")
+    if target is None:
+        return "n/a"
+    return f"{_x(target.value)} {'PASS' if target.met else 'FAIL'} ({target.goal})"

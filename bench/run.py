@@ -1,0 +1,218 @@
+"""Run the benchmark of issue 7: `python -m bench.run` (or `make bench`); `--quick` for a tiny run.
+
+Everything runs against a private redis-server on a free loopback port, started and stopped
+here. The report is printed and written to bench/results/latest.json and latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import enqueue, report
+from bench.context import Context, private_context
+from bench.latency import latency
+from bench.machine import describe
+from bench.workers import OURS, PLAIN, Run, throughput
+from tests.support.services import redis_server_binary
+
+T = TypeVar("T")
+RESULTS = Path(__file__).with_name("results")
+SECTIONS = ("workers", "enqueue", "latency")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of every measurement; `full` stays within a few minutes on 2 cores."""
+
+    configs: tuple[str, ...] = ("1x8", "2x8", "2x1")
+    worker_jobs: int = 30_000
+    warmup_s: float = 1.0
+    window_s: float = 3.0
+    wrk_seconds: float = 5.0
+    wrk_connections: int = 64
+    batch_size: int = 1_000
+    batch_connections: int = 4
+    producer_jobs: int = 20_000
+    producer_runs: int = 3
+    idle_samples: int = 100
+    idle_gap_s: tuple[float, float] = (0.1, 0.2)
+    load_samples: int = 150
+    load_gap_s: tuple[float, float] = (0.02, 0.05)
+    plain_idle_samples: int = 50
+    latency_config: str = "2x8"
+    repeats: int = 2
+
+
+QUICK = Plan(
+    configs=("1x2",),
+    worker_jobs=3_000,
+    warmup_s=0.3,
+    window_s=0.5,
+    wrk_seconds=1.0,
+    wrk_connections=8,
+    batch_connections=2,
+    producer_jobs=1_000,
+    producer_runs=1,
+    idle_samples=5,
+    idle_gap_s=(0.02, 0.05),
+    load_samples=5,
+    load_gap_s=(0.02, 0.05),
+    plain_idle_samples=3,
+    latency_config="1x2",
+    repeats=1,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny configuration (seconds), to check that it works")
+    parser.add_argument("--configs", help="worker configurations, e.g. 1x8,2x8,2x1 (processes x threads)")
+    parser.add_argument("--only", help=f"comma-separated sections to run: {', '.join(SECTIONS)} (default all)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.json and latest.md")
+    args = parser.parse_args(argv)
+    args.sections = tuple(args.only.split(",")) if args.only else SECTIONS
+    if set(args.sections) - set(SECTIONS):
+        parser.error(f"--only takes {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    if args.configs:
+        plan = dataclasses.replace(plan, configs=tuple(args.configs.split(",")))
+    started = time.monotonic()
+    machine = describe(redis_server_binary())
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, private_context(Path(tmp)) as context:
+        settings = {
+            "quick": args.quick,
+            "worker_prefetch": context.settings.worker_prefetch,
+            "plan": dataclasses.asdict(plan),
+            "wrk_connections": plan.wrk_connections,
+            "wrk_seconds": plan.wrk_seconds,
+        }
+        if "workers" in args.sections:
+            figures["workers"] = measure_workers(context, plan)
+        if "enqueue" in args.sections:
+            figures["enqueue"] = measure_enqueue(context, plan)
+        if "latency" in args.sections:
+            figures["latency"] = measure_latency(context, plan, figures.get("workers", {}))
+    settings["duration_s"] = round(time.monotonic() - started, 1)
+    text = report.write(args.out, machine, settings, figures)
+    print(text)
+    print(f"written to {args.out / 'latest.json'} and {args.out / 'latest.md'} in {settings['duration_s']} s")
+    return 0
+
+
+def measure_workers(context: Context, plan: Plan) -> dict[str, Any]:
+    """Each configuration: ours, plain Dramatiq, plain Dramatiq with our prefetch, taken in turn
+    `repeats` times (so that a passing burst of load elsewhere on the machine hits all three)."""
+    run = Run(jobs=plan.worker_jobs, warmup_s=plan.warmup_s, window_s=plan.window_s)
+    prefetch = str(context.settings.worker_prefetch)
+    variants: dict[str, tuple[str, dict[str, str]]] = {
+        "ours": (OURS, {}),
+        "plain_default": (PLAIN, {}),
+        "plain_same_prefetch": (PLAIN, {"dramatiq_queue_prefetch": prefetch}),
+    }
+    rows: dict[str, Any] = {}
+    for config in plan.configs:
+        processes, threads = _config(config)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        for _ in range(plan.repeats):
+            for name, (module, env) in variants.items():
+                measure = functools.partial(throughput, context, module, processes, threads, run, **env)
+                runs[name].append(_step(f"{name} {config}", measure))
+        rate = {name: _mean(result["jobs_per_s"] for result in results) for name, results in runs.items()}
+        cpu = {name: _mean(_cpu_per_job(result) for result in results) for name, results in runs.items()}
+        rows[config] = {
+            **{name: round(value) for name, value in rate.items()},
+            "ratio_default": report.ratio(rate["ours"], rate["plain_default"]),
+            "ratio_same_prefetch": report.ratio(rate["ours"], rate["plain_same_prefetch"]),
+            "cpu_us_per_job": {name: round(value, 1) for name, value in cpu.items()},
+            "runs": runs,
+        }
+    return rows
+
+
+def _mean(values: Iterable[float]) -> float:
+    found = list(values)
+    return sum(found) / len(found) if found else 0.0
+
+
+def _cpu_per_job(result: dict[str, Any]) -> float:
+    """Worker processes and redis-server together, per job."""
+    return float((result["worker_cpu_us_per_job"] or 0) + (result["redis_cpu_us_per_job"] or 0))
+
+
+def measure_enqueue(context: Context, plan: Plan) -> dict[str, Any]:
+    load = enqueue.Load(seconds=plan.wrk_seconds, connections=plan.wrk_connections)
+    body = enqueue.email_job(1)
+    results: dict[str, Any] = {}
+    for name, app in (("trivial", enqueue.TRIVIAL_API), ("naive", enqueue.NAIVE_API), ("ours", enqueue.OUR_API)):
+        results[name] = _step(f"POST /enqueue {name}", functools.partial(enqueue.post_rate, context, app, body, load))
+    ours = results["ours"]["requests_per_s"]
+    results["ratio_to_naive"] = report.ratio(ours, results["naive"]["requests_per_s"])
+    results["ratio_to_ceiling"] = report.ratio(ours, results["trivial"]["requests_per_s"])
+    batch_load = dataclasses.replace(load, connections=plan.batch_connections)
+    batch_body = enqueue.batch_body(plan.batch_size)
+    batch = _step(
+        f"POST /enqueue/batch x{plan.batch_size}",
+        functools.partial(enqueue.post_rate, context, enqueue.OUR_API, batch_body, batch_load, "/enqueue/batch"),
+    )
+    results["batch"] = {
+        **batch,
+        "jobs_per_request": plan.batch_size,
+        "jobs_per_s": round(batch["requests_per_s"] * plan.batch_size),
+    }
+    producer = functools.partial(enqueue.producer_rate, context, plan.producer_jobs, plan.producer_runs)
+    results["producer"] = _step(f"producer --generate {plan.producer_jobs} (x{plan.producer_runs})", producer)
+    return results
+
+
+def measure_latency(context: Context, plan: Plan, workers: dict[str, Any]) -> dict[str, Any]:
+    processes, threads = _config(plan.latency_config)
+    idle = functools.partial(latency, context, samples=plan.idle_samples, gap_s=plan.idle_gap_s)
+    results: dict[str, Any] = {}
+    results["ours_idle"] = _step("idle latency, ours", functools.partial(idle, OURS, processes, threads))
+    # Under load: half of what this configuration drained in the throughput runs.
+    capacity = workers.get(plan.latency_config, {}).get("ours") or 2_000
+    loaded = functools.partial(
+        latency, context, OURS, processes, threads, samples=plan.load_samples, gap_s=plan.load_gap_s
+    )
+    results["ours_load"] = _step("latency under load, ours", functools.partial(loaded, load_per_s=capacity / 2))
+    results["plain_idle"] = _step(
+        "idle latency, plain Dramatiq",
+        functools.partial(
+            latency, context, PLAIN, processes, threads, samples=plan.plain_idle_samples, gap_s=plan.idle_gap_s
+        ),
+    )
+    for row in results.values():
+        row["config"] = plan.latency_config
+    return results
+
+
+def _config(config: str) -> tuple[int, int]:
+    processes, _, threads = config.partition("x")
+    return int(processes), int(threads)
+
+
+def _step(label: str, measure: Callable[[], T]) -> T:
+    print(f"measuring {label} ...", file=sys.stderr, flush=True)
+    began = time.monotonic()
+    result = measure()
+    print(f"  {label}: {result} ({time.monotonic() - began:.1f} s)", file=sys.stderr, flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
