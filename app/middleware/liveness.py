@@ -92,6 +92,11 @@ class Liveness(Middleware):
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         self._stop.clear()
         self._healthy_since = None
+        try:
+            # Counted among the live workers from the moment it reports ready.
+            self.beat(broker)
+        except redis.RedisError as error:
+            self.logger.warning("First heartbeat failed (the thread will keep trying): %s", error)
         self._thread = threading.Thread(target=self._run, args=(broker,), name="liveness", daemon=True)
         self._thread.start()
 
