@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from tests.support.receivers import ScriptedReceiver
 from tests.support.services import RedisServer, Stack, running_redis
 
 
@@ -31,3 +33,17 @@ def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
     processes = Stack(redis_server, tmp_path)
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Any]:
+    """Make scripted webhook receivers with receivers(script, ...); all are closed at the end."""
+    made: list[ScriptedReceiver] = []
+
+    def make(*args: Any, **kwargs: Any) -> ScriptedReceiver:
+        made.append(ScriptedReceiver(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()

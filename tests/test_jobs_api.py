@@ -4,7 +4,6 @@ pagination, requeue of failed jobs (one and in bulk), deletes, and idempotent en
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,25 +11,12 @@ import pytest
 import redis
 
 from app.keys import Keys
-from tests.support.receivers import ScriptedReceiver, fail_first
+from tests.support.receivers import fail_first
 from tests.support.services import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 KEYS = Keys()
-
-
-@pytest.fixture
-def receivers() -> Iterator[Any]:
-    made: list[ScriptedReceiver] = []
-
-    def make(*args: Any, **kwargs: Any) -> ScriptedReceiver:
-        made.append(ScriptedReceiver(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for receiver in made:
-        receiver.close()
 
 
 def walk(api: Any, limit: int, **filters: str) -> list[list[dict[str, Any]]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,25 +11,12 @@ import redis
 
 from app.keys import Keys
 from app.outcomes import FINAL_STATES, MAX_TRACEBACK_CHARS, STATES, now_ms
-from tests.support.receivers import ScriptedReceiver, fail_first
+from tests.support.receivers import fail_first
 from tests.support.services import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 KEYS = Keys()
-
-
-@pytest.fixture
-def receivers() -> Iterator[Any]:
-    made: list[ScriptedReceiver] = []
-
-    def make(*args: Any, **kwargs: Any) -> ScriptedReceiver:
-        made.append(ScriptedReceiver(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for receiver in made:
-        receiver.close()
 
 
 def indexes_of(client: redis.Redis, job_id: str, job_name: str) -> set[str]:
