@@ -105,6 +105,17 @@ class JobStore:
         return await self.get(job_id)
 
     async def _requeue(self, job_id: str) -> None:
+        await self._change(job_id, (FAILED,), "retried", self._requeue_commands)
+
+    async def _change(
+        self,
+        job_id: str,
+        states: tuple[str, ...],
+        verb: str,
+        commands_for: Callable[[dict[str, Any]], builtins.list[Command]],
+    ) -> None:
+        """Read a record and apply `commands_for(record)` atomically, if the job is in one of
+        `states` and its record does not change in between (WATCH); JobStateConflict otherwise."""
         key = self.keys.job(job_id)
         async with self.client.pipeline(transaction=True) as pipeline:
             try:
@@ -113,15 +124,16 @@ class JobStore:
                 if not raw:
                     raise JobNotFound(job_id)
                 record = decode_record(raw)
-                if record["state"] != FAILED:
+                if record["state"] not in states:
                     raise JobStateConflict(
-                        f"job {job_id} is {record['state']}, not failed: only failed jobs can be retried"
+                        f"job {job_id} is {record['state']}, not {' or '.join(states)}: "
+                        f"only {', '.join(states)} jobs can be {verb}"
                     )
                 pipeline.multi()
-                run_commands(pipeline, self._requeue_commands(record))
+                run_commands(pipeline, commands_for(record))
                 await pipeline.execute()
             except WatchError:
-                raise JobStateConflict(f"job {job_id} changed while it was being retried; try again") from None
+                raise JobStateConflict(f"job {job_id} changed while it was being {verb}; try again") from None
 
     async def requeue_many(self, *, job_name: str | None, batch_size: int, max_jobs: int) -> int:
         """Requeue failed jobs, oldest failures first, in bounded batches; returns how many."""
@@ -158,41 +170,20 @@ class JobStore:
         message, _ = self.enqueuer.message(record["jobName"], record["data"] or {}, job_id=record["jobId"])
         message = message.copy(options={"requeue": True})
         _, commands = self.enqueuer.commands(message, None)
-        dead = record.get("deadLetterId")
-        if dead:
-            queue = record.get("queue") or message.queue_name
-            commands += [
-                ("ZREM", self.keys.dead_letters(queue), dead),
-                ("HDEL", self.keys.dead_letter_messages(queue), dead),
-            ]
-        return commands
+        return commands + self._dead_letter_removal(record, default_queue=message.queue_name)
+
+    def _delete_commands(self, record: dict[str, Any]) -> builtins.list[Command]:
+        return self.log.delete(record["jobId"], record["jobName"]) + self._dead_letter_removal(record)
+
+    def _dead_letter_removal(self, record: dict[str, Any], default_queue: str | None = None) -> builtins.list[Command]:
+        dead, queue = record.get("deadLetterId"), record.get("queue") or default_queue
+        if not dead or not queue:
+            return []
+        return [("ZREM", self.keys.dead_letters(queue), dead), ("HDEL", self.keys.dead_letter_messages(queue), dead)]
 
     async def delete(self, job_id: str) -> None:
         """Delete a finished job's record, index entries and dead letter; JobStateConflict otherwise."""
-        key = self.keys.job(job_id)
-        async with self.client.pipeline(transaction=True) as pipeline:
-            try:
-                await pipeline.watch(key)
-                raw = await pipeline.hgetall(key)
-                if not raw:
-                    raise JobNotFound(job_id)
-                record = decode_record(raw)
-                if record["state"] not in FINAL_STATES:
-                    raise JobStateConflict(
-                        f"job {job_id} is {record['state']}: only finished jobs (failed, succeeded, skipped) "
-                        "can be deleted"
-                    )
-                commands = self.log.delete(job_id, record["jobName"])
-                if record.get("deadLetterId") and record.get("queue"):
-                    commands += [
-                        ("ZREM", self.keys.dead_letters(record["queue"]), record["deadLetterId"]),
-                        ("HDEL", self.keys.dead_letter_messages(record["queue"]), record["deadLetterId"]),
-                    ]
-                pipeline.multi()
-                run_commands(pipeline, commands)
-                await pipeline.execute()
-            except WatchError:
-                raise JobStateConflict(f"job {job_id} changed while it was being deleted; try again") from None
+        await self._change(job_id, FINAL_STATES, "deleted", self._delete_commands)
 
     async def delete_many(self, *, job_name: str | None, batch_size: int, max_jobs: int) -> int:
         """Delete failed jobs, oldest failures first, in bounded batches; returns how many."""
