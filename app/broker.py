@@ -41,7 +41,7 @@ from periodiq import PeriodiqMiddleware
 from app import connections
 from app.batching import WorkerWrites
 from app.connections import REDIS_DOWN_ERRORS
-from app.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
+from app.enqueue import WAKE_UP_LUA, WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
 from app.jobs import JobRegistry, registry
 from app.keys import DELAY_SUFFIX, Keys
 from app.outcomes import OutcomeLog, now_ms
@@ -174,7 +174,9 @@ class InFlight:
 # Give fetched messages back to the head of their queue (they were first in line), and wake
 # idle consumers. KEYS: ack set, queue list, queue messages, wake-up list.
 # ARGV: wake-up tokens, wake-up ttl, redis ids in queue order.
-GIVE_BACK = """
+GIVE_BACK = (
+    WAKE_UP_LUA
+    + """
 local moved = 0
 for i = #ARGV, 3, -1 do
   if redis.call('SREM', KEYS[1], ARGV[i]) == 1 and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then
@@ -182,18 +184,17 @@ for i = #ARGV, 3, -1 do
     moved = moved + 1
   end
 end
-if moved > 0 then
-  redis.call('LPUSH', KEYS[4], 1)
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[1]) - 1)
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
-end
+if moved > 0 then wake_up(KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2])) end
 return moved
 """
+)
 
 # Give back every id of this process's ack set that no thread holds (same KEYS; ARGV: wake-up
 # tokens, wake-up ttl, held ids). Such ids were fetched but dropped from memory: a fetch whose
 # reply was lost, or delayed messages Dramatiq discards when its consumer hits a connection error.
-RECLAIM_STRANDED = """
+RECLAIM_STRANDED = (
+    WAKE_UP_LUA
+    + """
 local held = {}
 for i = 3, #ARGV do held[ARGV[i]] = true end
 local moved = 0
@@ -206,13 +207,10 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   end
 end
-if moved > 0 then
-  redis.call('LPUSH', KEYS[4], 1)
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[1]) - 1)
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
-end
+if moved > 0 then wake_up(KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2])) end
 return moved
 """
+)
 
 #: How often a draining consumer looks whether its thread has been stopped.
 DRAIN_POLL_S = 0.05

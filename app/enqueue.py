@@ -167,6 +167,16 @@ def wakeup_commands(keys: Keys, queue: str) -> list[Command]:
     ]
 
 
+#: `wakeup_commands` for Lua scripts that put messages back on a queue.
+WAKE_UP_LUA = """
+local function wake_up(key, tokens, ttl)
+  redis.call('LPUSH', key, 1)
+  redis.call('LTRIM', key, 0, tokens - 1)
+  redis.call('EXPIRE', key, ttl)
+end
+"""
+
+
 def job_data(message: dramatiq.Message[Any] | Any) -> Any:
     """The `data` a job was sent with (our actors take `(job_id, data)`)."""
     args = message.args

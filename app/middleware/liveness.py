@@ -23,7 +23,7 @@ from dramatiq.broker import Broker
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
-from app.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
+from app.enqueue import WAKE_UP_LUA, WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
 from app.keys import Keys, delay_queue
 from app.outcomes import now_ms
 
@@ -33,7 +33,9 @@ STOPPED = 0
 # ARGV: now, cutoff (workers whose stamp is at or below it are dead), heartbeats, acks prefix,
 #       broker key prefix, job record prefix, wake-up key prefix, wake-up tokens, wake-up ttl,
 #       queue names...
-SWEEP_DEAD_WORKERS = """
+SWEEP_DEAD_WORKERS = (
+    WAKE_UP_LUA
+    + """
 local now, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2])
 local heartbeats, acks_prefix, queue_prefix = ARGV[3], ARGV[4], ARGV[5]
 local record_prefix, wakeup_prefix = ARGV[6], ARGV[7]
@@ -62,15 +64,14 @@ for _, worker in ipairs(dead) do
     end
     if #ids > 0 then
       redis.call('DEL', acks)
-      redis.call('LPUSH', wakeup_prefix .. queue, 1)
-      redis.call('LTRIM', wakeup_prefix .. queue, 0, tokens - 1)
-      redis.call('EXPIRE', wakeup_prefix .. queue, ttl)
+      wake_up(wakeup_prefix .. queue, tokens, ttl)
     end
   end
   redis.call('ZREM', heartbeats, worker)
 end
 return moved
 """
+)
 
 
 class Liveness(Middleware):
