@@ -28,7 +28,7 @@ lint: install
 	$(PY) -m ruff format --check app tests bench scripts
 	$(PY) -m mypy app
 
-## Services the tests run for real: redis-server, Prometheus/promtool, docker-compose, wrk.
+## Programs the tests run for real (scripts/system_deps.sh installs the missing ones).
 system-deps:
 	@scripts/system_deps.sh
 

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from functools import cache
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -144,12 +145,7 @@ def host_port(url: str) -> tuple[str, int]:
 
 
 def docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    program = shutil.which("docker-compose")
-    if program is None:
-        message = "docker-compose is not installed: `apt-get install docker-compose` (Debian's 1.29 package)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    program = require_tool("docker-compose", "docker-compose")
     # .env.example as the env file: what a fresh `cp .env.example .env` gives, whatever .env holds.
     return subprocess.run(
         [program, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), *args],
@@ -368,12 +364,14 @@ def test_alertmanager_config_routes_to_a_defined_receiver() -> None:
     names = {receiver["name"] for receiver in config["receivers"]}
     routes = [config["route"], *config["route"].get("routes", [])]
     assert all(route.get("receiver", config["route"]["receiver"]) in names for route in routes)
-    amtool = shutil.which("amtool")
-    if amtool:
-        result = subprocess.run(
-            [amtool, "check-config", str(ALERTMANAGER_CONFIG)], capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    amtool = require_tool("amtool", "prometheus-alertmanager")
+    result = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER_CONFIG)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- .env.example -----------------------------------------------------------------------------

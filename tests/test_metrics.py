@@ -4,8 +4,6 @@ dashboard panel answered by a real Prometheus that scraped the real API and work
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fixed_receiver import Receiver
-from tests.support.prometheus import PrometheusServer, dashboard_queries
+from tests.support.prometheus import PrometheusServer, dashboard_queries, require_binary
 from tests.support.services import ROOT, Stack, free_port, running_redis, wait_until
 
 pytestmark = pytest.mark.slow
@@ -122,11 +120,7 @@ def test_api_metrics_agree_with_the_outcome_records(workload: Workload) -> None:
 
 @pytest.mark.parametrize("endpoint", ["worker", "api"])
 def test_promtool_finds_nothing_to_lint(workload: Workload, endpoint: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: install Debian's `prometheus` package (make system-deps)")
-        pytest.skip("promtool is missing: install Debian's `prometheus` package")
+    promtool = require_binary("promtool")
     url = workload.worker_metrics if endpoint == "worker" else workload.api_base + "/metrics"
     result = subprocess.run(
         [promtool, "check", "metrics"], input=httpx.get(url).text, capture_output=True, text=True, timeout=30

@@ -12,7 +12,6 @@ import contextlib
 import dis
 import hmac
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -41,6 +40,7 @@ from app.keys import Keys, delay_queue
 from app.settings import Settings
 from tests.support.inprocess import api_client
 from tests.support.services import RedisServer, Stack, free_port, redis_server_binary, running_redis, wait_until
+from tests.support.tools import require_tool, unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -652,9 +652,7 @@ def test_a_wrong_redis_password_gives_a_clear_503_at_once_and_a_clear_worker_err
 
 
 def _openssl_certificate(directory: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl CLI to make a test certificate")
+    openssl = require_tool("openssl", "openssl")
     key, cert = directory / "key.pem", directory / "cert.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
@@ -683,10 +681,10 @@ def tls_redis(directory: Path) -> Iterator[tuple[str, Path]]:
             wait_until(lambda: redis.Redis.from_url(url, socket_timeout=2).ping() or process.poll() is not None,
                        timeout=20, message="redis-server over TLS")  # fmt: skip
         except TimeoutError:
-            pytest.skip("redis-server did not start with TLS")
+            unavailable("redis-server did not start with TLS")
         if process.poll() is not None:
             output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-            pytest.skip(f"this redis-server has no TLS support: {output[-300:]}")
+            unavailable(f"this redis-server has no TLS support (Debian's redis-server has it): {output[-300:]}")
         yield url, cert
     finally:
         process.kill()

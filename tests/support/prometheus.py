@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import tempfile
 import urllib.error
@@ -15,10 +13,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-import pytest
 import yaml
 
 from tests.support.services import free_port, wait_until
+from tests.support.tools import require_tool
 
 T = TypeVar("T")
 
@@ -30,13 +28,7 @@ Targets = Sequence[str] | Mapping[str, Sequence[str]]
 
 def require_binary(name: str) -> str:
     """Path of a Prometheus tool (`prometheus`, `promtool`); fails under CI, skips elsewhere when missing."""
-    path = f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed: install the Debian package `{DEBIAN_PACKAGE}` (apt-get install prometheus)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return require_tool(name, DEBIAN_PACKAGE)
 
 
 class PrometheusQueryError(RuntimeError):
