@@ -43,9 +43,6 @@ class Keys:
     def all_index(self, job_name: str | None = None) -> str:
         return self.state_index("all", job_name)
 
-    def index_pattern(self) -> str:
-        return f"{self.namespace}:idx:*"
-
     def enqueued_counts(self) -> str:
         """Hash of `<job>|<queue>` -> new jobs accepted, for taskqueue_jobs_enqueued_total."""
         return f"{self.namespace}:stats:enqueued"
