@@ -66,7 +66,7 @@ class WriteBatcher:
         # shared with its neighbours) and sent as one Lua call, whose one reply is all to read.
         commands = coalesce([command for commands, _ in batch for command in commands])
         try:
-            if any(command[0] in _SCRIPT_COMMANDS for command in commands):
+            if len(commands) > 1 and any(command[0] in _SCRIPT_COMMANDS for command in commands):
                 async with self.client.pipeline(transaction=True) as pipeline:
                     run_commands(pipeline, commands)
                     await asyncio.wait_for(pipeline.execute(), self.timeout_s)
@@ -379,12 +379,31 @@ _NOT_ONE_KEY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "
                           "DEL", "UNLINK", "MSET", "RENAME", "SMOVE", "LMOVE", "RPOPLPUSH"})  # fmt: skip
 
 
+#: Scripts whose ARGV is a run of fixed-size blocks, one per item, and that take no KEYS: calls
+#: of one such script merge into one call, as adjacent HSETs merge.
+_BLOCK_SCRIPTS: set[str] = set()
+
+
+def block_script(script: str) -> str:
+    """Declare `script` a block script (see `coalesce`); returns it."""
+    _BLOCK_SCRIPTS.add(script)
+    return script
+
+
 def coalesce(commands: Sequence[Command]) -> list[Command]:
     """Fewer commands with the same effect, for one MULTI/EXEC: each key's commands in their
     order, adjacent ones of one kind merged (HSET, RPUSH, ZADD, ...), HINCRBYs of one field
     summed, and a wake-up list's LPUSH/LTRIM/EXPIRE repeats folded into one of each. Keys
     keep their order of first appearance; across keys, order does not matter in a transaction.
-    Commands that are not single-key (scripts, DEL, ...) leave the list as it is."""
+    Calls of one block script merge into one. Otherwise, commands that are not single-key
+    (scripts, DEL, ...) leave the list as it is."""
+    if commands and commands[0][0] == "EVAL" and commands[0][1] in _BLOCK_SCRIPTS:
+        script = commands[0][1]
+        if all(command[0] == "EVAL" and command[1] == script for command in commands):
+            merged: list[Any] = ["EVAL", script, 0]
+            for command in commands:
+                merged += command[3:]
+            return [tuple(merged)]
     by_key: dict[Any, list[Command]] = {}
     for command in commands:
         if command[0] in _NOT_ONE_KEY or len(command) < 2:
@@ -511,6 +530,8 @@ async def run_atomically_async(client: redis.asyncio.Redis, commands: Sequence[C
 
 
 def _run_commands(commands: Sequence[Command]) -> bytes:
+    if len(commands) == 1 and commands[0][0] == "EVAL":
+        return pack(commands)  # one script call (a merged block script) is sent as it is
     args: list[Any] = []
     for command in commands:
         args.append(len(command))

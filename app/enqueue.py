@@ -14,10 +14,10 @@ from typing import Any
 
 import dramatiq
 
-from app.batching import coalesce
+from app.batching import block_script, coalesce
 from app.jobs import JobRegistry
 from app.keys import Keys, canonical_queue, delay_queue
-from app.outcomes import Command, OutcomeLog, now_ms
+from app.outcomes import QUEUED, Command, OutcomeLog, index_score, now_ms
 
 #: Dramatiq caps delays at 7 days.
 MAX_DELAY_MS = 7 * 86_400_000
@@ -63,8 +63,11 @@ class Enqueuer:
         *,
         at_ms: int | None = None,
         sequence: int = 0,
+        as_script: bool = False,
     ) -> tuple[dramatiq.Message[Any], list[Command]]:
-        """The message as stored, and the commands that enqueue it (and log it when it is new)."""
+        """The message as stored, and the commands that enqueue it (and log it when it is new).
+        `as_script`: a new job as one call of ENQUEUE_SCRIPT (the same effects), which
+        `coalesce` merges with its neighbours': a fraction of the arguments to pack and send."""
         at_ms = now_ms() if at_ms is None else at_ms
         is_new = ENQUEUED_AT not in message.options
         if delay_ms:
@@ -91,6 +94,8 @@ class Enqueuer:
             message_timestamp=message.message_timestamp,
         )
         redis_id = options["redis_message_id"]
+        if as_script and is_new and not message.options.get("requeue"):
+            return stored, [self._script_call(stored, queue, target, redis_id, at_ms, runnable_at, delay_ms, sequence)]
         commands: list[Command] = [
             ("HSET", self.keys.queue_messages(target), redis_id, encode(stored)),
             ("RPUSH", self.keys.queue(target), redis_id),
@@ -109,6 +114,29 @@ class Enqueuer:
                 new=not message.options.get("requeue"),
             )
         return stored, commands
+
+    def _script_call(
+        self,
+        stored: dramatiq.Message[Any],
+        queue: str,
+        target: str,
+        redis_id: str,
+        at_ms: int,
+        runnable_at: int,
+        delay_ms: int | None,
+        sequence: int,
+    ) -> Command:
+        keys, job_id, job_name = self.keys, stored.message_id, stored.actor_name
+        return (
+            "EVAL", ENQUEUE_SCRIPT, 0,
+            keys.queue_messages(target), keys.queue(target), redis_id, encode(stored),
+            keys.wakeup(target), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
+            keys.job(job_id), job_id, job_name, queue, self.max_retries_of(stored), at_ms,
+            json.dumps(job_data(stored), separators=(",", ":")), runnable_at if delay_ms else "",
+            index_score(at_ms, sequence), keys.state_index(QUEUED), keys.state_index(QUEUED, job_name),
+            keys.all_index(), keys.all_index(job_name), keys.enqueued_counts(), f"{job_name}|{queue}",
+            self.log.retention_seconds,
+        )  # fmt: skip
 
     def commands_many(
         self, items: list[tuple[dramatiq.Message[Any], int | None]], *, at_ms: int | None = None
@@ -166,6 +194,51 @@ def wakeup_commands(keys: Keys, queue: str) -> list[Command]:
         ("EXPIRE", key, WAKEUP_TTL_SECONDS),
     ]
 
+
+# A new job's enqueue (`Enqueuer.commands`: the message, its wake-up, and `OutcomeLog.queued`) as
+# one call, with the same effects (tests/test_outcome_scripts.py checks that they agree). ARGV is
+# a run of 23-value blocks, one per job, so that calls merge (`coalesce`): the message hash, the
+# queue, the redis id, the body; the wake-up list, its tokens and ttl; the record, job id, job
+# name, queue, max retries, at (ms), data (JSON), runAt ('' when not delayed), index score; the
+# queued and all indexes (global, per job type); the enqueued counts hash and field; retention.
+# Wake-up lists get one token per job, trimmed, as the coalesced command lists do.
+ENQUEUE_SCRIPT = block_script(f"""
+local wakeups = {{}}
+for i = 1, #ARGV, 23 do
+  local redis_id, record, job_id, at, score = ARGV[i + 2], ARGV[i + 7], ARGV[i + 8], ARGV[i + 12], ARGV[i + 15]
+  redis.call('HSET', ARGV[i], redis_id, ARGV[i + 3])
+  redis.call('RPUSH', ARGV[i + 1], redis_id)
+  local wakeup = wakeups[ARGV[i + 4]]
+  if wakeup == nil then
+    wakeups[ARGV[i + 4]] = {{1, tonumber(ARGV[i + 5]), ARGV[i + 6]}}
+  else
+    wakeup[1] = wakeup[1] + 1
+  end
+  local fields = {{'jobId', job_id, 'jobName', ARGV[i + 9], 'queue', ARGV[i + 10], 'state', '{QUEUED}',
+    'maxRetries', ARGV[i + 11], 'enqueuedAt', at, 'data', ARGV[i + 13], 'attempts', 0, 'deliveries', 0,
+    'updatedAt', at}}
+  if ARGV[i + 14] ~= '' then
+    fields[#fields + 1] = 'runAt'
+    fields[#fields + 1] = ARGV[i + 14]
+  end
+  fields[#fields + 1] = 'executions'
+  fields[#fields + 1] = 0
+  redis.call('HSET', record, unpack(fields))
+  for k = i + 16, i + 19 do
+    redis.call('ZADD', ARGV[k], score, job_id)
+  end
+  redis.call('HINCRBY', ARGV[i + 20], ARGV[i + 21], 1)
+  redis.call('EXPIRE', record, ARGV[i + 22])
+end
+for key, wakeup in pairs(wakeups) do
+  for _ = 1, math.min(wakeup[1], wakeup[2]) do
+    redis.call('LPUSH', key, 1)
+  end
+  redis.call('LTRIM', key, 0, wakeup[2] - 1)
+  redis.call('EXPIRE', key, wakeup[3])
+end
+return #ARGV / 23
+""")
 
 #: `wakeup_commands` for Lua scripts that put messages back on a queue.
 WAKE_UP_LUA = """

@@ -146,7 +146,10 @@ def _parse_json(body: bytes) -> Any:
     """A request body as JSON, or a 400: not JSON, NaN or Infinity, an unpaired surrogate, or nested too deep."""
     try:
         value = json.loads(body, parse_constant=_not_json, parse_float=_finite)
-        _check_json(value)
+        # A lone surrogate needs a \u escape or a non-ASCII byte, and a depth of more than
+        # MAX_JSON_DEPTH as many brackets: most bodies have neither, and need no walk.
+        if b"\\u" in body or not body.isascii() or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH:
+            _check_json(value)
     except (ValueError, RecursionError) as error:
         reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         if "integer string conversion" in reason:
@@ -272,6 +275,11 @@ async def enqueue(request: Request) -> Response:
     body = await _json_body(request)
     message, delay = _job_request(api, body)
     idempotency_key = request.headers.get("idempotency-key")
+    if not idempotency_key:
+        stored, commands = api.enqueuer.commands(message, delay, as_script=True)
+        # The batcher bounds its own round trip (REDIS_DEADLINE_S): no second timer per request.
+        await api.batcher.submit(commands)
+        return JSONResponse({"message": "Job added", "jobId": stored.message_id}, status_code=202)
     stored, commands = api.enqueuer.commands(message, delay)
     async with _deadline():
         if idempotency_key:
@@ -318,7 +326,7 @@ async def enqueue_batch(request: Request) -> Response:
     at = now_ms()
     commands, ids = [], []
     for sequence, (message, delay) in enumerate(prepared):
-        stored, job_commands = api.enqueuer.commands(message, delay, at_ms=at, sequence=sequence)
+        stored, job_commands = api.enqueuer.commands(message, delay, at_ms=at, sequence=sequence, as_script=True)
         commands += job_commands
         ids.append(stored.message_id)
     async with _deadline():
@@ -471,8 +479,10 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = next((r.path for r in ROUTES if r.matches(scope)[0] == Match.FULL), "<unmatched>")
-            scope["app"].state.api.http_metrics.observe(route, scope["method"], status, started)
+            # The router records the route it chose (Starlette >= 0.48); no match means no route.
+            route = scope.get("route")
+            template = route.path if isinstance(route, Route) else "<unmatched>"
+            scope["app"].state.api.http_metrics.observe(template, scope["method"], status, started)
 
 
 def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -> Starlette:

@@ -89,7 +89,7 @@ class Producer:
             self.summary.invalid.append((number, str(error)))
             self.err.write(f"line {number}: skipped: {error}\n")
             return None
-        stored, commands = self.enqueuer.commands(message, delay, sequence=sequence)
+        stored, commands = self.enqueuer.commands(message, delay, sequence=sequence, as_script=True)
         return number, stored.message_id, commands
 
     def _flush(self, batch: list[tuple[int, str, list[Command]]], started: float) -> None:

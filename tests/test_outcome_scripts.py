@@ -1,12 +1,17 @@
-"""The Lua forms of `running` and `succeeded` (what workers send) do what their command lists do."""
+"""The Lua forms of `running` and `succeeded` (what workers send) and of a new job's enqueue (what
+the API and the producer send) do what their command lists do."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import dramatiq
 import fakeredis
 import pytest
 
+from app.batching import coalesce
+from app.enqueue import Enqueuer
+from app.jobs import JobRegistry
 from app.keys import Keys
 from app.outcomes import Command, OutcomeLog
 from tests.test_batching import dump, run_multi
@@ -50,3 +55,44 @@ def test_succeeded_script_matches_its_commands(state: str, attempt: int | None) 
     run(with_lists, LISTS.succeeded(**args))
     run(with_script, SCRIPTS.succeeded(**args))
     assert dump(with_script) == dump(with_lists)
+
+
+def test_enqueue_script_matches_its_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """New jobs, delayed or not, of two job types: one merged ENQUEUE_SCRIPT call leaves what
+    their coalesced command lists leave (wake-up tokens included)."""
+    enqueuer = Enqueuer(registry=JobRegistry(), keys=KEYS, log=LISTS, max_retries=5)
+    items = [(new_message(f"job-{n}", "emailJob"), None) for n in range(70)]
+    items += [(new_message("late", "webhookJob"), 60_000), (new_message("hook", "webhookJob"), None)]
+    with_lists, with_script = fakeredis.FakeRedis(), fakeredis.FakeRedis()
+    lists: list[Command] = []
+    scripts: list[Command] = []
+    # The same redis id both ways (it is random, and names the stored message): each one twice.
+    redis_ids = iter([f"r-{n // 2}" for n in range(2 * len(items))])
+    monkeypatch.setattr("app.enqueue.new_redis_id", lambda: next(redis_ids))
+    for sequence, (message, delay) in enumerate(items):
+        lists += enqueuer.commands(message, delay, at_ms=1_700_000_000_000, sequence=sequence)[1]
+        scripts += enqueuer.commands(message, delay, at_ms=1_700_000_000_000, sequence=sequence, as_script=True)[1]
+    (merged,) = coalesce(scripts)
+    run(with_lists, coalesce(lists))
+    assert with_script.execute_command(*merged) == len(items)
+    assert dump(with_script) == dump(with_lists)
+
+
+def test_requeued_and_moved_messages_keep_their_command_lists() -> None:
+    """Only new jobs take the script: a requeue or a delayed message moved to its queue also
+    changes an existing record, which the command lists do."""
+    enqueuer = Enqueuer(registry=JobRegistry(), keys=KEYS, log=LISTS, max_retries=5)
+    requeued = new_message("again", "emailJob")
+    requeued.options["requeue"] = True
+    moved = new_message("moved", "emailJob")
+    moved.options["enqueued_at"] = 1
+    for message in (requeued, moved):
+        (_, commands) = enqueuer.commands(message, None, as_script=True)
+        assert all(command[0] != "EVAL" for command in commands)
+
+
+def new_message(job_id: str, job_name: str) -> dramatiq.Message[Any]:
+    return dramatiq.Message(
+        queue_name="default", actor_name=job_name, args=(job_id, {"n": job_id}), kwargs={}, options={},
+        message_id=job_id,
+    )  # fmt: skip
