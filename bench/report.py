@@ -121,7 +121,8 @@ def markdown(machine: dict[str, Any], settings: dict[str, Any], figures: dict[st
     if enqueue:
         lines += [
             "## Enqueue throughput (one uvicorn worker each; wrk "
-            f"{settings['wrk_connections']} connections, {settings['wrk_seconds']} s)",
+            f"{settings['wrk_connections']} connections, {settings['wrk_seconds']} s; mean of "
+            f"{settings['plan']['repeats']} runs each, taken in turn)",
             "",
             "| endpoint | requests/s | p50 ms | p99 ms | errors | note |",
             "|---|---:|---:|---:|---:|---|",
