@@ -6,15 +6,18 @@ count: they describe the queue, not the process.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from app.keys import Keys, delay_queue
 from app.outcomes import now_ms
@@ -121,31 +124,43 @@ class QueueCollector(Collector):
         return max(0.0, (now - int(runnable_at)) / 1000)
 
 
-class HttpMetrics:
-    """Requests by route template, method and status; latency by route and method."""
+class HttpMetrics(Collector):
+    """Requests by route template, method and status; latency by route and method.
+
+    Counted in plain numbers by the event loop's thread, which alone observes, and turned into
+    metric families at scrape time: prometheus_client's locked, labelled children cost more per
+    request than the rest of this together."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "taskqueue_http_requests",
-            "HTTP requests answered by the API.",
-            ("route", "method", "status"),
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "taskqueue_http_request_duration_seconds",
-            "Time to answer an HTTP request.",
-            ("route", "method"),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._requests: dict[tuple[str, str, int], int] = {}
+        # Per route and method: a count per bucket (the last one past every bound), then the sum.
+        self._latency: dict[tuple[str, str], list[float]] = {}
+        registry.register(self)
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
-        # The labelled children, looked up once per route, method and status: `labels()` costs
-        # more than the increment and observation themselves.
-        children = self._children.get((route, method, status))
-        if children is None:
-            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
-            self._children[(route, method, status)] = children
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        key = (route, method, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        series = self._latency.get((route, method))
+        if series is None:
+            series = self._latency[(route, method)] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        series[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1  # the first bucket with elapsed <= bound
+        series[-1] += elapsed
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "taskqueue_http_requests", "HTTP requests answered by the API.", labels=("route", "method", "status")
+        )
+        for (route, method, status), count in list(self._requests.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "taskqueue_http_request_duration_seconds", "Time to answer an HTTP request.", labels=("route", "method")
+        )
+        for (route, method), series in list(self._latency.items()):
+            counts = list(series)  # a copy: the loop's thread may be adding to it
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            buckets = [(floatToGoString(bound), cumulative[i]) for i, bound in enumerate(LATENCY_BUCKETS)]
+            buckets.append(("+Inf", cumulative[-1]))
+            latency.add_metric([route, method], buckets, sum_value=counts[-1])
+        yield latency

@@ -142,10 +142,14 @@ def _finite(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+
 def _parse_json(body: bytes) -> Any:
     """A request body as JSON, or a 400: not JSON, NaN or Infinity, an unpaired surrogate, or nested too deep."""
     try:
-        value = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+        # As json.loads(body), with one decoder for every request instead of a new one each.
+        value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         # A lone surrogate needs a \u escape or a non-ASCII byte, and a depth of more than
         # MAX_JSON_DEPTH as many brackets: most bodies have neither, and need no walk.
         if b"\\u" in body or not body.isascii() or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH:

@@ -12,7 +12,7 @@ import pydantic
 from app.email_domains import memoize_domain_checks
 from app.errors import InvalidJobData, PermanentJobError, UnknownJob
 
-# Validation is the largest cost of a bulk enqueue; EmailStr's domain check is most of it.
+# Validation is the largest cost of an enqueue; an email address's domain check is most of it.
 memoize_domain_checks()
 
 DEFAULT_QUEUE = "default"

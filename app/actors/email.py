@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app import mail
 from app.actors import settings
+from app.email_domains import EmailAddress
 from app.jobs import job_type
 
 
 class EmailData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
+    email: EmailAddress
     subject: str = Field(default="Hello from taskqueue", max_length=998)
     body: str = Field(default="", max_length=100_000)
 
