@@ -201,13 +201,23 @@ def wakeup_commands(keys: Keys, queue: str) -> list[Command]:
 # queue, the redis id, the body; the wake-up list, its tokens and ttl; the record, job id, job
 # name, queue, max retries, at (ms), data (JSON), runAt ('' when not delayed), index score; the
 # queued and all indexes (global, per job type); the enqueued counts hash and field; retention.
-# Wake-up lists get one token per job, trimmed, as the coalesced command lists do.
+# Wake-up lists get one token per job, trimmed, as the coalesced command lists do. As `coalesce`
+# does, what jobs share (message hash, queue, indexes, counts) is written once per key.
 ENQUEUE_SCRIPT = block_script(f"""
-local wakeups = {{}}
+local bodies, queues, indexes, counts, wakeups = {{}}, {{}}, {{}}, {{}}, {{}}
+local function append(t, key, a, b)
+  local values = t[key]
+  if values == nil then
+    values = {{}}
+    t[key] = values
+  end
+  values[#values + 1] = a
+  if b ~= nil then values[#values + 1] = b end
+end
 for i = 1, #ARGV, 23 do
   local redis_id, record, job_id, at, score = ARGV[i + 2], ARGV[i + 7], ARGV[i + 8], ARGV[i + 12], ARGV[i + 15]
-  redis.call('HSET', ARGV[i], redis_id, ARGV[i + 3])
-  redis.call('RPUSH', ARGV[i + 1], redis_id)
+  append(bodies, ARGV[i], redis_id, ARGV[i + 3])
+  append(queues, ARGV[i + 1], redis_id)
   local wakeup = wakeups[ARGV[i + 4]]
   if wakeup == nil then
     wakeups[ARGV[i + 4]] = {{1, tonumber(ARGV[i + 5]), ARGV[i + 6]}}
@@ -224,16 +234,37 @@ for i = 1, #ARGV, 23 do
   fields[#fields + 1] = 'executions'
   fields[#fields + 1] = 0
   redis.call('HSET', record, unpack(fields))
-  for k = i + 16, i + 19 do
-    redis.call('ZADD', ARGV[k], score, job_id)
-  end
-  redis.call('HINCRBY', ARGV[i + 20], ARGV[i + 21], 1)
   redis.call('EXPIRE', record, ARGV[i + 22])
+  for k = i + 16, i + 19 do
+    append(indexes, ARGV[k], score, job_id)
+  end
+  local count = counts[ARGV[i + 20]]
+  if count == nil then
+    count = {{}}
+    counts[ARGV[i + 20]] = count
+  end
+  count[ARGV[i + 21]] = (count[ARGV[i + 21]] or 0) + 1
+end
+-- What all the jobs share, one command per key (in chunks: Lua unpacks at most about 8,000 values).
+local function write(command, t)
+  for key, values in pairs(t) do
+    for first = 1, #values, 2000 do
+      redis.call(command, key, unpack(values, first, math.min(first + 1999, #values)))
+    end
+  end
+end
+write('HSET', bodies)
+write('RPUSH', queues)
+write('ZADD', indexes)
+for key, fields in pairs(counts) do
+  for field, n in pairs(fields) do
+    redis.call('HINCRBY', key, field, n)
+  end
 end
 for key, wakeup in pairs(wakeups) do
-  for _ = 1, math.min(wakeup[1], wakeup[2]) do
-    redis.call('LPUSH', key, 1)
-  end
+  local tokens = {{}}
+  for n = 1, math.min(wakeup[1], wakeup[2]) do tokens[n] = 1 end
+  redis.call('LPUSH', key, unpack(tokens))
   redis.call('LTRIM', key, 0, wakeup[2] - 1)
   redis.call('EXPIRE', key, wakeup[3])
 end

@@ -57,11 +57,12 @@ def test_succeeded_script_matches_its_commands(state: str, attempt: int | None) 
     assert dump(with_script) == dump(with_lists)
 
 
-def test_enqueue_script_matches_its_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("jobs", [70, 1_500])
+def test_enqueue_script_matches_its_commands(monkeypatch: pytest.MonkeyPatch, jobs: int) -> None:
     """New jobs, delayed or not, of two job types: one merged ENQUEUE_SCRIPT call leaves what
-    their coalesced command lists leave (wake-up tokens included)."""
+    their coalesced command lists leave (wake-up tokens included; 1,500 jobs write in chunks)."""
     enqueuer = Enqueuer(registry=JobRegistry(), keys=KEYS, log=LISTS, max_retries=5)
-    items = [(new_message(f"job-{n}", "emailJob"), None) for n in range(70)]
+    items = [(new_message(f"job-{n}", "emailJob"), None) for n in range(jobs)]
     items += [(new_message("late", "webhookJob"), 60_000), (new_message("hook", "webhookJob"), None)]
     with_lists, with_script = fakeredis.FakeRedis(), fakeredis.FakeRedis()
     lists: list[Command] = []
