@@ -107,7 +107,7 @@ class Enqueuer:
                 job_name=message.actor_name,
                 queue=queue,
                 max_retries=self.max_retries_of(message),
-                data_json=json.dumps(job_data(message), separators=(",", ":")),
+                data_json=COMPACT_JSON.encode(job_data(message)),
                 at_ms=at_ms,
                 run_at_ms=runnable_at if delay_ms else None,
                 sequence=sequence,
@@ -132,7 +132,7 @@ class Enqueuer:
             keys.queue_messages(target), keys.queue(target), redis_id, encode(stored),
             keys.wakeup(target), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
             keys.job(job_id), job_id, job_name, queue, self.max_retries_of(stored), at_ms,
-            json.dumps(job_data(stored), separators=(",", ":")), runnable_at if delay_ms else "",
+            COMPACT_JSON.encode(job_data(stored)), runnable_at if delay_ms else "",
             index_score(at_ms, sequence), keys.state_index(QUEUED), keys.state_index(QUEUED, job_name),
             keys.all_index(), keys.all_index(job_name), keys.enqueued_counts(), f"{job_name}|{queue}",
             self.log.retention_seconds,
@@ -169,11 +169,18 @@ _MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "mes
 _FIELDS_KNOWN = tuple(f.name for f in dataclasses.fields(dramatiq.Message)) == _MESSAGE_FIELDS
 
 
+#: json.dumps(value, separators=(",", ":")) builds an encoder per call; this one is built once.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(message: dramatiq.Message[Any]) -> bytes:
     """`message.encode()`, for less."""
     if not _FIELDS_KNOWN:
         return message.encode()
-    return dramatiq.get_encoder().encode(
+    encoder = dramatiq.get_encoder()
+    # Dramatiq's default encoder is json.dumps with these separators, encoded to UTF-8.
+    encode_fields = _compact_utf8 if type(encoder) is dramatiq.JSONEncoder else encoder.encode
+    return encode_fields(
         {
             "queue_name": message.queue_name,
             "actor_name": message.actor_name,
@@ -184,6 +191,10 @@ def encode(message: dramatiq.Message[Any]) -> bytes:
             "message_timestamp": message.message_timestamp,
         }
     )
+
+
+def _compact_utf8(value: Any) -> bytes:
+    return COMPACT_JSON.encode(value).encode("utf-8")
 
 
 def wakeup_commands(keys: Keys, queue: str) -> list[Command]:

@@ -122,7 +122,7 @@ def markdown(machine: dict[str, Any], settings: dict[str, Any], figures: dict[st
         lines += [
             "## Enqueue throughput (one uvicorn worker each; wrk "
             f"{settings['wrk_connections']} connections, {settings['wrk_seconds']} s; mean of "
-            f"{settings['plan']['repeats']} runs each, taken in turn)",
+            f"{settings['plan']['enqueue_repeats']} runs each, taken in turn)",
             "",
             "| endpoint | requests/s | p50 ms | p99 ms | errors | note |",
             "|---|---:|---:|---:|---:|---|",
