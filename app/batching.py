@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ import redis.asyncio
 from app.connections import REDIS_DOWN_ERRORS
 from app.errors import BrokerUnavailable
 from app.outcomes import Command, run_commands
+from app.pid import current_pid
 
 #: Upper bound on commands in one pipeline, so a burst does not build one huge transaction.
 MAX_COMMANDS_PER_FLUSH = 20_000
@@ -154,7 +154,7 @@ class WorkerWrites:
         self._connections: list[Any] = []  # idle ones
         self._wake_flusher = threading.Event()
         self._flusher: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._pid = current_pid()
 
     def write(self, commands: Sequence[Command]) -> Any:
         """Run `commands` as one atomic unit, with whatever else waits; the last one's reply.
@@ -237,8 +237,8 @@ class WorkerWrites:
         """Send what is pending (the caller holds a lane) and pass the lane on."""
         with self._lock:
             batch, self._pending = self._pending, []
-            if self._pid != os.getpid():  # a forked child: the parent's connections are not ours
-                self._connections, self._pid = [], os.getpid()
+            if self._pid != current_pid():  # a forked child: the parent's connections are not ours
+                self._connections, self._pid = [], current_pid()
             connection = self._connections.pop() if self._connections else None
         if connection is None:
             connection = self.client.connection_pool.make_connection()

@@ -137,12 +137,22 @@ class OutcomeLog:
         return [("EVAL", UNLESS_SUPERSEDED, 1, record, attempt, *FINAL_STATES, *_flatten_commands(commands))]
 
     def succeeded(
-        self, *, job_id: str, job_name: str, duration_ms: int, at_ms: int, attempt: int | None = None
+        self,
+        *,
+        job_id: str,
+        job_name: str,
+        duration_ms: int,
+        at_ms: int,
+        attempt: int | None = None,
+        started: bool = False,
     ) -> list[Command]:
-        """The attempt succeeded. `attempt` is written too: its `running` may not have been (Redis blinked)."""
+        """The attempt succeeded. `attempt` is written too: its `running` may not have been (Redis blinked).
+        `started`: its `running` is known to have been written, so only the running index holds it
+        (nothing else puts a running job in another index: a requeue takes failed jobs only)."""
         record = self.keys.job(job_id)
+        left = (RUNNING,) if started else (RUNNING, QUEUED, RETRYING)
         if self.scripts:
-            indexes = self._indexes(job_name, (SUCCEEDED, RUNNING, QUEUED, RETRYING))
+            indexes = self._indexes(job_name, (SUCCEEDED, *left))
             args = (job_id, duration_ms, at_ms, index_score(at_ms), self.retention_seconds)
             counted_arg = () if attempt is None else (attempt,)
             return [("EVAL", SUCCEEDED_SCRIPT, 1 + len(indexes), record, *indexes, *args, *counted_arg)]
@@ -151,7 +161,7 @@ class OutcomeLog:
             ("HSET", record, "state", SUCCEEDED, "durationMs", duration_ms, "finishedAt", at_ms,
              "updatedAt", at_ms, "deliveries", 0, *counted),
             ("HDEL", record, "nextRetryAt"),
-            *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
+            *self._leave(job_id, job_name, left),
             *self._enter(job_id, job_name, SUCCEEDED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
         ]  # fmt: skip

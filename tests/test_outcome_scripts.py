@@ -48,9 +48,10 @@ def test_running_script_matches_its_commands(state: str) -> None:
 
 
 @pytest.mark.parametrize("attempt", [None, 3])
-@pytest.mark.parametrize("state", ["running", "queued", "retrying"])
-def test_succeeded_script_matches_its_commands(state: str, attempt: int | None) -> None:
-    args = {"duration_ms": 12, "at_ms": 1_700_000_000_456, "attempt": attempt, **IDS}
+@pytest.mark.parametrize(("state", "started"), [("running", False), ("queued", False), ("retrying", False),
+                                                ("running", True)])  # fmt: skip
+def test_succeeded_script_matches_its_commands(state: str, started: bool, attempt: int | None) -> None:
+    args = {"duration_ms": 12, "at_ms": 1_700_000_000_456, "attempt": attempt, "started": started, **IDS}
     with_lists, with_script = seeded(state), seeded(state)
     run(with_lists, LISTS.succeeded(**args))
     run(with_script, SCRIPTS.succeeded(**args))

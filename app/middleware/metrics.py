@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
 from app.enqueue import RUNNABLE_AT
+from app.pid import current_pid
 from app.settings import Settings
 
 OUTCOMES = ("succeeded", "retried", "failed", "skipped")
@@ -63,11 +64,11 @@ def prepare_run_directory(base: Path, main_pid: int) -> Path:
 
 def _use_multiprocess_dir(run: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run)
-    if "prometheus_client.values" in sys.modules:
-        # Imported before the directory was known: switch value storage to the files now.
-        from prometheus_client import values
+    from prometheus_client import values
 
-        values.ValueClass = values.MultiProcessValue()
+    # Value storage in the files (prometheus_client may have been imported before the directory
+    # was known), with the process id remembered rather than asked for on every update.
+    values.ValueClass = values.MultiProcessValue(process_identifier=current_pid)
 
 
 class WorkerMetrics(Middleware):
@@ -78,6 +79,7 @@ class WorkerMetrics(Middleware):
         self.settings = settings
         self.enabled = False
         self._started: dict[str, float] = {}
+        self._by_job: dict[tuple[str, str], _Series] = {}
         self._lock = threading.Lock()
 
     @property
@@ -147,11 +149,11 @@ class WorkerMetrics(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if not self.enabled:
             return
-        labels = (message.actor_name, _queue(message))
+        series = self._series(message.actor_name, _queue(message))
         now = time.time()
         runnable_at = message.options.get(RUNNABLE_AT, message.message_timestamp)
-        self.wait.labels(*labels).observe(max(0.0, now - int(runnable_at) / 1000))
-        self.in_progress.labels(*labels).inc()
+        series.wait.observe(max(0.0, now - int(runnable_at) / 1000))
+        series.in_progress.inc()
         self._started[_key(message)] = time.perf_counter()
 
     def after_process_message(
@@ -172,12 +174,36 @@ class WorkerMetrics(Middleware):
             self._finish(message, "failed" if message.failed else "skipped")
 
     def _finish(self, message: MessageProxy, outcome: str) -> None:
-        labels = (message.actor_name, _queue(message))
+        series = self._series(message.actor_name, _queue(message))
         started = self._started.pop(_key(message), None)
         if started is not None:
-            self.duration.labels(*labels).observe(time.perf_counter() - started)
-            self.in_progress.labels(*labels).dec()
-        self.processed.labels(*labels, outcome).inc()
+            series.duration.observe(time.perf_counter() - started)
+            series.in_progress.dec()
+        processed = series.processed.get(outcome)
+        if processed is None:
+            processed = series.processed[outcome] = self.processed.labels(message.actor_name, _queue(message), outcome)
+        processed.inc()
+
+    def _series(self, job: str, queue: str) -> _Series:
+        # A job type's labelled children, looked up once: `labels()` costs more than the update.
+        series = self._by_job.get((job, queue))
+        if series is None:
+            series = _Series(
+                wait=self.wait.labels(job, queue),
+                in_progress=self.in_progress.labels(job, queue),
+                duration=self.duration.labels(job, queue),
+                processed={},
+            )
+            self._by_job[(job, queue)] = series
+        return series
+
+
+@dataclass(frozen=True)
+class _Series:
+    wait: Any
+    in_progress: Any
+    duration: Any
+    processed: dict[str, Any]
 
 
 def serve_worker_metrics() -> int:

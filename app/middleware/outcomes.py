@@ -137,7 +137,12 @@ class OutcomeRecorder(Middleware):
         }
         commands: list[Command]
         if verdict.state == "succeeded":
-            commands = self.log.succeeded(duration_ms=verdict.duration_ms or 0, attempt=verdict.attempt, **ids)
+            commands = self.log.succeeded(
+                duration_ms=verdict.duration_ms or 0,
+                attempt=verdict.attempt,
+                started=_key(message) not in self._uncounted,
+                **ids,
+            )
         elif verdict.state == "retrying":
             commands = self.log.retrying(
                 attempt=verdict.attempt,
