@@ -76,9 +76,16 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float:
 
 def test_worker_counters_are_exact_across_two_processes(workload: Workload) -> None:
     def settled() -> dict[Any, float] | None:
+        # Workers write their metric updates every fraction of a second: wait for the last ones.
         found = samples(workload.worker_metrics)
-        done = value(found, "taskqueue_jobs_processed_total", job="emailJob", queue="default", outcome="succeeded")
-        return found if done == SUCCEEDING else None
+        email = {"job": "emailJob", "queue": "default"}
+        hook = {"job": "webhookJob", "queue": "default"}
+        done = (
+            value(found, "taskqueue_jobs_processed_total", **email, outcome="succeeded") == SUCCEEDING
+            and value(found, "taskqueue_jobs_processed_total", **hook, outcome="failed") == 1
+            and value(found, "taskqueue_job_duration_seconds_count", **hook) == 6
+        )
+        return found if done else None
 
     found = wait_until(settled, message="the worker counters")
     processed = "taskqueue_jobs_processed_total"

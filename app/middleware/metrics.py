@@ -9,6 +9,7 @@ at every scrape, so a SIGKILLed process does not leave a job "in progress" forev
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import threading
@@ -26,6 +27,8 @@ from app.pid import current_pid
 from app.settings import Settings
 
 OUTCOMES = ("succeeded", "retried", "failed", "skipped")
+#: How often a worker process writes its metric updates to its metrics file.
+WRITE_INTERVAL_S = 0.25
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
@@ -80,6 +83,7 @@ class WorkerMetrics(Middleware):
         self.enabled = False
         self._started: dict[str, float] = {}
         self._by_job: dict[tuple[str, str], _Series] = {}
+        self._pending = PendingUpdates()
         self._lock = threading.Lock()
 
     @property
@@ -135,12 +139,19 @@ class WorkerMetrics(Middleware):
             self.duration.labels(actor_name, queue)
             self.wait.labels(actor_name, queue)
         self.enabled = True
+        threading.Thread(target=self._write_pending, name="metrics-writer", daemon=True).start()
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if self.enabled:
             from prometheus_client import multiprocess
 
+            self._pending.write()
             multiprocess.mark_process_dead(os.getpid())
+
+    def _write_pending(self) -> None:
+        while True:
+            time.sleep(WRITE_INTERVAL_S)
+            self._pending.write()
 
     def count_log_error(self) -> None:
         if self.enabled:
@@ -152,8 +163,8 @@ class WorkerMetrics(Middleware):
         series = self._series(message.actor_name, _queue(message))
         now = time.time()
         runnable_at = message.options.get(RUNNABLE_AT, message.message_timestamp)
-        series.wait.observe(max(0.0, now - int(runnable_at) / 1000))
-        series.in_progress.inc()
+        self._pending.observe(series.wait, max(0.0, now - int(runnable_at) / 1000))
+        self._pending.add(series.in_progress, 1)
         self._started[_key(message)] = time.perf_counter()
 
     def after_process_message(
@@ -177,12 +188,12 @@ class WorkerMetrics(Middleware):
         series = self._series(message.actor_name, _queue(message))
         started = self._started.pop(_key(message), None)
         if started is not None:
-            series.duration.observe(time.perf_counter() - started)
-            series.in_progress.dec()
+            self._pending.observe(series.duration, time.perf_counter() - started)
+            self._pending.add(series.in_progress, -1)
         processed = series.processed.get(outcome)
         if processed is None:
             processed = series.processed[outcome] = self.processed.labels(message.actor_name, _queue(message), outcome)
-        processed.inc()
+        self._pending.add(processed, 1)
 
     def _series(self, job: str, queue: str) -> _Series:
         # A job type's labelled children, looked up once: `labels()` costs more than the update.
@@ -196,6 +207,47 @@ class WorkerMetrics(Middleware):
             )
             self._by_job[(job, queue)] = series
         return series
+
+
+class PendingUpdates:
+    """Metric updates added up in memory, written to the metrics files every WRITE_INTERVAL_S.
+
+    In multiprocess mode every update of a metric is a locked write to a memory-mapped file: a
+    no-op job made seven of them, about 40 µs of its cost. Scrapes come seconds apart, so the
+    figures may lag by WRITE_INTERVAL_S (and a process killed outright loses that much)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._amounts: dict[Any, float] = {}  # counter or gauge child -> amount to add
+        self._observed: dict[Any, list[float]] = {}  # histogram child -> count per bucket, then the sum
+
+    def add(self, child: Any, amount: float) -> None:
+        with self._lock:
+            self._amounts[child] = self._amounts.get(child, 0) + amount
+
+    def observe(self, child: Any, value: float) -> None:
+        # Histogram.observe's effect: the first bucket whose bound is >= value, and the sum
+        # (its bounds end with +Inf).
+        bounds = child._upper_bounds
+        with self._lock:
+            series = self._observed.get(child)
+            if series is None:
+                series = self._observed[child] = [0] * len(bounds) + [0.0]
+            series[bisect.bisect_left(bounds, value)] += 1
+            series[-1] += value
+
+    def write(self) -> None:
+        with self._lock:
+            amounts, self._amounts = self._amounts, {}
+            observed, self._observed = self._observed, {}
+        for child, amount in amounts.items():
+            if amount:
+                child.inc(amount)
+        for child, series in observed.items():
+            child._sum.inc(series[-1])
+            for bucket, count in zip(child._buckets, series[:-1], strict=False):
+                if count:
+                    bucket.inc(count)
 
 
 @dataclass(frozen=True)
