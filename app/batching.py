@@ -1,8 +1,8 @@
 """Coalescing Redis writes into few round trips.
 
-`WriteBatcher` (the API): while one pipeline is in flight, the writes of requests that arrive
-meanwhile gather; they go together in the next pipeline, in one MULTI/EXEC. An idle API adds no
-delay: the first request is sent at once.
+`WriteBatcher` (the API): while one write is in flight, the writes of requests that arrive
+meanwhile gather; they go together in the next one, one atomic Lua call (new jobs' calls of
+ENQUEUE_SCRIPT merge into one). An idle API adds no delay: the first request is sent at once.
 
 `WorkerWrites` (a worker process): the outcome records and acks of all its threads, the same
 way, with acks and final outcomes sent along with the next write instead of on their own.
