@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
@@ -38,6 +38,8 @@ class Enqueuer:
     keys: Keys
     log: OutcomeLog
     max_retries: int
+    #: ENQUEUE_SCRIPT's shared arguments by (queue as stored, job name, queue): built once.
+    _shared: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def message(
         self, job_name: object, data: Any, *, delay_ms: int | None = None, job_id: str | None = None
@@ -126,17 +128,31 @@ class Enqueuer:
         delay_ms: int | None,
         sequence: int,
     ) -> Command:
-        keys, job_id, job_name = self.keys, stored.message_id, stored.actor_name
+        job_id, job_name = stored.message_id, stored.actor_name
+        shared = self._shared.get((target, job_name, queue))
+        if shared is None:
+            shared = self._shared[(target, job_name, queue)] = self._shared_args(target, job_name, queue)
+        messages, queue_key, wakeup, indexes, counts = shared
         return (
             "EVAL", ENQUEUE_SCRIPT, 0,
-            keys.queue_messages(target), keys.queue(target), redis_id, encode(stored),
-            keys.wakeup(target), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
-            keys.job(job_id), job_id, job_name, queue, self.max_retries_of(stored), at_ms,
+            messages, queue_key, redis_id, encode(stored), *wakeup,
+            self.keys.job(job_id), job_id, job_name, queue, self.max_retries_of(stored), at_ms,
             COMPACT_JSON.encode(job_data(stored)), runnable_at if delay_ms else "",
-            index_score(at_ms, sequence), keys.state_index(QUEUED), keys.state_index(QUEUED, job_name),
-            keys.all_index(), keys.all_index(job_name), keys.enqueued_counts(), f"{job_name}|{queue}",
-            self.log.retention_seconds,
+            index_score(at_ms, sequence), *indexes, *counts, self.log.retention_seconds,
         )  # fmt: skip
+
+    def _shared_args(self, target: str, job_name: str, queue: str) -> tuple[Any, ...]:
+        """The arguments of ENQUEUE_SCRIPT that all jobs of one type and queue share."""
+        keys = self.keys
+        indexes = (keys.state_index(QUEUED), keys.state_index(QUEUED, job_name), keys.all_index(),
+                   keys.all_index(job_name))  # fmt: skip
+        return (
+            keys.queue_messages(target),
+            keys.queue(target),
+            (keys.wakeup(target), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS),
+            indexes,
+            (keys.enqueued_counts(), f"{job_name}|{queue}"),
+        )
 
     def commands_many(
         self, items: list[tuple[dramatiq.Message[Any], int | None]], *, at_ms: int | None = None

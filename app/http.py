@@ -151,9 +151,11 @@ def _parse_json(body: bytes) -> Any:
         # As json.loads(body), with one decoder for every request instead of a new one each.
         value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         # A lone surrogate needs a \u escape or a non-ASCII byte, and a depth of more than
-        # MAX_JSON_DEPTH as many brackets: most bodies have neither, and need no walk.
-        if b"\\u" in body or not body.isascii() or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH:
+        # MAX_JSON_DEPTH as many brackets: most bodies need no walk, and a batch only the depth's.
+        if b"\\u" in body or not body.isascii():
             _check_json(value)
+        elif body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH:
+            _check_depth(value)
     except (ValueError, RecursionError) as error:
         reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         if "integer string conversion" in reason:
@@ -177,6 +179,21 @@ def _check_json(value: Any) -> None:
                 raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
+
+
+def _check_depth(value: Any) -> None:
+    """`_check_json`'s depth check alone, level by level, looking at containers only."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 1
+    while level:
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            below += [child for child in children if isinstance(child, dict | list)]
+        level = below
+        depth += 1
 
 
 def _job_request(api: Api, item: Any) -> tuple[Any, int | None]:
