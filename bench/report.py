@@ -150,7 +150,8 @@ def markdown(machine: dict[str, Any], settings: dict[str, Any], figures: dict[st
             row = enqueue["batch"]
             lines.append(
                 f"| POST /enqueue/batch ({row['jobs_per_request']} jobs/request, p50 {row['p50_ms']} ms, "
-                f"{row['errors']} errors) | {_n(row['jobs_per_s'])} | {_verdict(found, 'POST /enqueue/batch')} |"
+                f"{row['errors']} errors, mean of {len(row.get('runs', [row]))} runs) | {_n(row['jobs_per_s'])} | "
+                f"{_verdict(found, 'POST /enqueue/batch')} |"
             )
         if "producer" in enqueue:
             row = enqueue["producer"]
