@@ -222,6 +222,19 @@ def wakeup_commands(keys: Keys, queue: str) -> list[Command]:
     ]
 
 
+#: `wakeup_commands` for Lua scripts that put messages back on a queue: `count` tokens (one
+#: per message, default 1), the list trimmed to `tokens`.
+WAKE_UP_LUA = """
+local function wake_up(key, tokens, ttl, count)
+  local pushed = {}
+  for n = 1, math.min(count or 1, tokens) do pushed[n] = 1 end
+  redis.call('LPUSH', key, unpack(pushed))
+  redis.call('LTRIM', key, 0, tokens - 1)
+  redis.call('EXPIRE', key, ttl)
+end
+"""
+
+
 # A new job's enqueue (`Enqueuer.commands`: the message, its wake-up, and `OutcomeLog.queued`) as
 # one call, with the same effects (tests/test_outcome_scripts.py checks that they agree). ARGV is
 # a run of 23-value blocks, one per job, so that calls merge (`coalesce`): the message hash, the
@@ -230,7 +243,9 @@ def wakeup_commands(keys: Keys, queue: str) -> list[Command]:
 # queued and all indexes (global, per job type); the enqueued counts hash and field; retention.
 # Wake-up lists get one token per job, trimmed, as the coalesced command lists do. As `coalesce`
 # does, what jobs share (message hash, queue, indexes, counts) is written once per key.
-ENQUEUE_SCRIPT = block_script(f"""
+ENQUEUE_SCRIPT = block_script(
+    WAKE_UP_LUA
+    + f"""
 local bodies, queues, indexes, counts, wakeups = {{}}, {{}}, {{}}, {{}}, {{}}
 local function append(t, key, a, b)
   local values = t[key]
@@ -247,7 +262,7 @@ for i = 1, #ARGV, 23 do
   append(queues, ARGV[i + 1], redis_id)
   local wakeup = wakeups[ARGV[i + 4]]
   if wakeup == nil then
-    wakeups[ARGV[i + 4]] = {{1, tonumber(ARGV[i + 5]), ARGV[i + 6]}}
+    wakeups[ARGV[i + 4]] = {{1, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])}}
   else
     wakeup[1] = wakeup[1] + 1
   end
@@ -289,23 +304,11 @@ for key, fields in pairs(counts) do
   end
 end
 for key, wakeup in pairs(wakeups) do
-  local tokens = {{}}
-  for n = 1, math.min(wakeup[1], wakeup[2]) do tokens[n] = 1 end
-  redis.call('LPUSH', key, unpack(tokens))
-  redis.call('LTRIM', key, 0, wakeup[2] - 1)
-  redis.call('EXPIRE', key, wakeup[3])
+  wake_up(key, wakeup[2], wakeup[3], wakeup[1])
 end
 return #ARGV / 23
-""")
-
-#: `wakeup_commands` for Lua scripts that put messages back on a queue.
-WAKE_UP_LUA = """
-local function wake_up(key, tokens, ttl)
-  redis.call('LPUSH', key, 1)
-  redis.call('LTRIM', key, 0, tokens - 1)
-  redis.call('EXPIRE', key, ttl)
-end
 """
+)
 
 
 def job_data(message: dramatiq.Message[Any] | Any) -> Any:

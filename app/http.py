@@ -308,24 +308,21 @@ async def enqueue(request: Request) -> Response:
         # The batcher bounds its own round trip (REDIS_DEADLINE_S): no second timer per request.
         await api.batcher.submit(commands)
         return _job_added(stored.message_id)
+    if len(idempotency_key) > 200:
+        raise ApiError(400, "Idempotency-Key is longer than 200 characters")
     stored, commands = api.enqueuer.commands(message, delay)
     async with _deadline():
-        if idempotency_key:
-            if len(idempotency_key) > 200:
-                raise ApiError(400, "Idempotency-Key is longer than 200 characters")
-            existing = await api.enqueue_if_absent(
-                keys=[],
-                args=[
-                    api.keys.idempotency(idempotency_key),
-                    stored.message_id,
-                    api.settings.idempotency_ttl_seconds,
-                    *flatten_for_script(commands),
-                ],
-            )
-            if existing:
-                return JSONResponse({"message": "Job already added", "jobId": existing.decode()}, status_code=200)
-        else:
-            await api.batcher.submit(commands)
+        existing = await api.enqueue_if_absent(
+            keys=[],
+            args=[
+                api.keys.idempotency(idempotency_key),
+                stored.message_id,
+                api.settings.idempotency_ttl_seconds,
+                *flatten_for_script(commands),
+            ],
+        )
+    if existing:
+        return JSONResponse({"message": "Job already added", "jobId": existing.decode()}, status_code=200)
     return _job_added(stored.message_id)
 
 

@@ -20,9 +20,8 @@ from schemathesis.python import asgi
 from starlette.types import Receive, Scope, Send
 
 from app.http import ROUTES, create_app
-from app.jobs import registry
-from app.keys import Keys, delay_queue
 from app.settings import Settings
+from tests.support.accepted import enqueued
 from tests.support.services import RedisServer, running_redis
 
 API_KEY = "fuzz-api-key-0123456789"
@@ -79,8 +78,6 @@ APP = _AppUnderTest(create_app(_settings("redis://127.0.0.1:1/0")))
 with_key = schemathesis.openapi.from_asgi("/openapi.json", APP, config=_config(with_key=True))
 without_key = schemathesis.openapi.from_asgi("/openapi.json", APP, config=_config(with_key=False))
 
-KEYS = Keys(namespace=Settings.namespace)
-QUEUES = sorted({q for t in registry for q in (t.queue, delay_queue(t.queue))})
 SECURED = {
     (method, route.path)
     for route in ROUTES
@@ -110,16 +107,6 @@ def fuzz_client(fuzz_redis: RedisServer) -> Iterator[redis.Redis]:
     client = fuzz_redis.client()
     yield client
     client.close()
-
-
-def enqueued(client: redis.Redis) -> tuple[Any, ...]:
-    """Everything an accepted job adds to: the enqueued counter, the queues and their messages, the job index."""
-    return (
-        sorted(client.hgetall(KEYS.enqueued_counts()).items()),
-        [client.llen(KEYS.queue(queue)) for queue in QUEUES],
-        [client.hlen(KEYS.queue_messages(queue)) for queue in QUEUES],
-        client.zcard(KEYS.all_index()),
-    )
 
 
 def _documented(case: Any) -> bool:

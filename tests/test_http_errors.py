@@ -20,17 +20,16 @@ import redis
 
 from app.http import MAX_JSON_DEPTH, REDIS_DEADLINE_S, RETRY_AFTER_S
 from app.jobs import registry
-from app.keys import Keys, delay_queue
+from app.keys import delay_queue
 from app.openapi import MAX_PAGE
 from app.settings import Settings
+from tests.support.accepted import KEYS, NOTHING, enqueued
 from tests.support.inprocess import api_client
 from tests.support.services import ROOT, VENV_BIN, RedisServer, Stack, free_port
 
 pytestmark = pytest.mark.anyio
 
 API_KEY = "errors-api-key-0123456789"
-KEYS = Keys(namespace=Settings.namespace)
-QUEUES = sorted({q for t in registry for q in (t.queue, delay_queue(t.queue))})
 KNOWN = ", ".join(registry.names())
 GOOD_JOB = {"jobName": "emailJob", "data": {"email": "user@example.com"}}
 
@@ -48,19 +47,6 @@ def settings_for(redis_url: str, **env: str) -> Settings:
 async def api(redis_server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(settings_for(redis_server.url, MAX_BATCH_JOBS="10"), **{"x-api-key": API_KEY}) as client:
         yield client
-
-
-def enqueued(client: redis.Redis) -> tuple[Any, ...]:
-    """Everything an accepted job adds to: the enqueued counter, the queues and their messages, the job index."""
-    return (
-        sorted(client.hgetall(KEYS.enqueued_counts()).items()),
-        [client.llen(KEYS.queue(queue)) for queue in QUEUES],
-        [client.hlen(KEYS.queue_messages(queue)) for queue in QUEUES],
-        client.zcard(KEYS.all_index()),
-    )
-
-
-NOTHING: tuple[Any, ...] = ([], [0] * len(QUEUES), [0] * len(QUEUES), 0)
 
 
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:

@@ -35,9 +35,8 @@ import app.http
 from app import webhooks
 from app.errors import PermanentJobError
 from app.http import ROUTES
-from app.jobs import registry
-from app.keys import Keys, delay_queue
 from app.settings import Settings
+from tests.support.accepted import KEYS, NOTHING, QUEUES, enqueued
 from tests.support.inprocess import api_client
 from tests.support.services import RedisServer, Stack, free_port, redis_server_binary, running_redis, wait_until
 from tests.support.tools import require_tool, unavailable
@@ -51,8 +50,6 @@ WEBHOOK_SECRET = "webhook-secret-3c7e9f2d5a"
 REDIS_PASSWORD = "redis-pass-5b1d7e3a7c"
 SECRETS = (API_KEY, READONLY_KEY, SMTP_PASSWORD, WEBHOOK_SECRET, REDIS_PASSWORD)
 
-KEYS = Keys(namespace=Settings.namespace)
-QUEUES = sorted({q for t in registry for q in (t.queue, delay_queue(t.queue))})
 EMAIL_JOB = {"jobName": "emailJob", "data": {"email": "user@example.com"}}
 PROTECTED = sorted(
     (method, route.path)
@@ -102,16 +99,6 @@ async def api(locked_redis: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def enqueued(client: redis.Redis) -> tuple[Any, ...]:
-    """Everything an accepted job adds to: the enqueued counter, the queues and their messages, the job index."""
-    return (
-        sorted(client.hgetall(KEYS.enqueued_counts()).items()),
-        [client.llen(KEYS.queue(queue)) for queue in QUEUES],
-        [client.hlen(KEYS.queue_messages(queue)) for queue in QUEUES],
-        client.zcard(KEYS.all_index()),
-    )
-
-
 def assert_no_secret(text: str, where: str) -> None:
     for secret in SECRETS:
         assert secret not in text, f"a secret ({secret[:8]}...) appears in {where}"
@@ -141,7 +128,7 @@ async def test_every_jobs_and_enqueue_route_requires_the_key(
         response = await api.request(method, _url(path), headers=headers, json=EMAIL_JOB)
         assert response.status_code == 401, (key, response.text)
         assert response.json()["error"]
-    assert enqueued(locked_client) == ([], [0] * len(QUEUES), [0] * len(QUEUES), 0)
+    assert enqueued(locked_client) == NOTHING
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json"])

@@ -185,14 +185,15 @@ class WorkerMetrics(Middleware):
             self._finish(message, "failed" if message.failed else "skipped")
 
     def _finish(self, message: MessageProxy, outcome: str) -> None:
-        series = self._series(message.actor_name, _queue(message))
+        job, queue = message.actor_name, _queue(message)
+        series = self._series(job, queue)
         started = self._started.pop(_key(message), None)
         if started is not None:
             self._pending.observe(series.duration, time.perf_counter() - started)
             self._pending.add(series.in_progress, -1)
         processed = series.processed.get(outcome)
         if processed is None:
-            processed = series.processed[outcome] = self.processed.labels(message.actor_name, _queue(message), outcome)
+            processed = series.processed[outcome] = self.processed.labels(job, queue, outcome)
         self._pending.add(processed, 1)
 
     def _series(self, job: str, queue: str) -> _Series:
