@@ -5,7 +5,8 @@ meanwhile gather; they go together in the next one, one atomic Lua call (new job
 ENQUEUE_SCRIPT merge into one). An idle API adds no delay: the first request is sent at once.
 
 `WorkerWrites` (a worker process): the outcome records and acks of all its threads, the same
-way, with acks and final outcomes sent along with the next write instead of on their own.
+way, with acks and final outcomes sent along with the next write instead of on their own, and a
+job's start sent before it runs without waiting for Redis's reply.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.exceptions import NoScriptError
 
 from app.connections import REDIS_DOWN_ERRORS
 from app.errors import BrokerUnavailable
@@ -94,11 +96,11 @@ _SCRIPT_COMMANDS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL
 
 class _Unit:
     """Commands that go to Redis together, packed by the thread that submits them: one command
-    as it is (a script by its SHA1: Redis has it after its first EVAL), several in a MULTI/EXEC
+    as it is (a script by its SHA1: see `WorkerWrites._load_scripts`), several in a MULTI/EXEC
     block."""
 
     __slots__ = ("commands", "packed", "replies", "deferred", "on_done", "on_failure", "attempts_left", "waiter",
-                 "done", "lead", "reply", "error")  # fmt: skip
+                 "posted", "released", "script", "done", "lead", "reply", "error")  # fmt: skip
 
     def __init__(
         self,
@@ -110,6 +112,7 @@ class _Unit:
         attempts: int | None = None,
     ) -> None:
         self.commands = commands
+        self.script: str | None = commands[0][1] if len(commands) == 1 and commands[0][0] == "EVAL" else None
         if len(commands) == 1:
             self.packed, self.replies = pack([_by_sha(commands[0])]), 1
         else:
@@ -119,6 +122,9 @@ class _Unit:
         self.on_failure = on_failure
         self.attempts_left = attempts
         self.waiter: Any = None
+        #: Its thread waits only until it is sent (`released` then), not for the reply.
+        self.posted = False
+        self.released = False
         self.done = False
         self.lead = False
         self.reply: Any = None
@@ -130,9 +136,10 @@ class WorkerWrites:
 
     `write` runs a unit of commands now and returns the reply of the last one; `defer` queues a
     unit that need not hold up its thread (an ack, a final outcome), sent with the next `write`
-    or within `linger_s`. Units go out in the order they were submitted, each atomic (a single
-    command, typically a transition's script, or a MULTI/EXEC block), on a connection of their
-    own, and their replies are read without redis-py's per-call layers.
+    or within `linger_s`; `post` sends one now but does not wait for its reply, which is read
+    with the next exchange (or within `linger_s`). Units go out in the order they were submitted,
+    each atomic (a single command, typically a transition's script, or a MULTI/EXEC block), on a
+    connection of their own, and their replies are read without redis-py's per-call layers.
     A thread sends at once, with everything waiting, unless `lanes` round trips are already
     under way; then its unit waits and goes with the next, sent by the first of the waiting
     threads. A deferred unit that Redis does not take is tried again: `attempts` times, or until
@@ -152,6 +159,10 @@ class WorkerWrites:
         self._sending = 0  # round trips under way
         self._failures = 0
         self._connections: list[Any] = []  # idle ones
+        # The connection of the last `post` and the units sent on it whose replies are unread:
+        # they come first on that connection, so whoever sends next reads them there.
+        self._unread: tuple[Any, list[_Unit]] | None = None
+        self._loaded: set[str] = set()  # scripts Redis has been given since the last connection failure
         self._wake_flusher = threading.Event()
         self._flusher: threading.Thread | None = None
         self._pid = current_pid()
@@ -193,18 +204,47 @@ class WorkerWrites:
         with self._lock:
             self._pending.append(unit)
             if self._flusher is None:
-                self._flusher = threading.Thread(target=self._run_flusher, name="worker-writes", daemon=True)
-                self._flusher.start()
+                self._start_flusher()
         if not self._wake_flusher.is_set():
             self._wake_flusher.set()
+
+    def post(
+        self,
+        commands: Sequence[Command],
+        *,
+        on_done: Callable[[Any], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Send `commands` (with whatever waits) before returning, unless a round trip is under
+        way (then they go with it or the next); do not wait for the reply. For a write that must
+        reach Redis before what follows may crash the process, but whose reply is not needed:
+        a job's start. Tried again until it goes through, like a deferred unit."""
+        unit = _Unit(commands, deferred=True, on_done=on_done, on_failure=on_failure)
+        unit.posted = True
+        with self._lock:
+            self._pending.append(unit)
+            lead = self._sending < self.lanes
+            if lead:
+                self._sending += 1
+            else:
+                unit.waiter = threading.Lock()
+                unit.waiter.acquire()
+        while not lead:
+            unit.waiter.acquire()  # released once sent by another thread, or when it is this one's turn
+            with self._lock:
+                lead, unit.lead = unit.lead, False
+            if not lead:
+                return
+        self._send(post=True)
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every deferred unit is sent (True), or the timeout passes (False)."""
         deadline = time.monotonic() + timeout_s
         while True:
             with self._lock:
-                idle = not self._pending and not self._sending
-                lead = bool(self._pending) and self._sending < self.lanes and self._failures == 0
+                waiting = bool(self._pending) or self._unread is not None
+                idle = not waiting and not self._sending
+                lead = waiting and self._sending < self.lanes and self._failures == 0
                 if lead:
                     self._sending += 1
             if idle:
@@ -217,6 +257,10 @@ class WorkerWrites:
                 time.sleep(0.005)
 
     # ----- inside -----
+    def _start_flusher(self) -> None:
+        self._flusher = threading.Thread(target=self._run_flusher, name="worker-writes", daemon=True)
+        self._flusher.start()
+
     def _run_flusher(self) -> None:
         while True:
             self._wake_flusher.wait()
@@ -225,35 +269,50 @@ class WorkerWrites:
             # Linger: a thread's next `write` usually comes first and takes these along.
             time.sleep(self.linger_s if failures == 0 else min(0.1 * 2**failures, self.max_pause_s))
             with self._lock:
-                lead = bool(self._pending) and self._sending < self.lanes
+                lead = (bool(self._pending) or self._unread is not None) and self._sending < self.lanes
                 if lead:
                     self._sending += 1
             if lead:
                 self._send()
-            elif self._pending:
+            elif self._pending or self._unread is not None:
                 self._wake_flusher.set()  # sent by someone else meanwhile, or more came: look again
 
-    def _send(self) -> None:
-        """Send what is pending (the caller holds a lane) and pass the lane on."""
+    def _send(self, *, post: bool = False) -> None:
+        """Send what is pending (the caller holds a lane), read the replies still owed on that
+        connection, and those of this batch unless it is a post; then pass the lane on."""
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, self._pending = self._load_scripts(self._pending), []
             if self._pid != current_pid():  # a forked child: the parent's connections are not ours
-                self._connections, self._pid = [], current_pid()
-            connection = self._connections.pop() if self._connections else None
+                self._connections, self._unread, self._pid = [], None, current_pid()
+            if self._unread is not None:
+                (connection, unread), self._unread = self._unread, None
+            else:
+                connection, unread = (self._connections.pop() if self._connections else None), []
         if connection is None:
             connection = self.client.connection_pool.make_connection()
         failure: BaseException | None = None
         try:
             if batch:  # empty when a waiting thread got a lane after its unit had gone with another
-                self._exchange(connection, batch)
+                connection.send_packed_command([b"".join(unit.packed for unit in batch)])
+                self._release_sent(batch)
+            self._read_replies(connection, unread)
+            if not post:
+                self._read_replies(connection, batch)
         except REDIS_DOWN_ERRORS as error:
             failure = BrokerUnavailable(f"Redis is unavailable ({type(error).__name__}: {error})")
             connection.disconnect()
         except BaseException as error:  # a bug: fail these units, keep the process going
             failure = error
             connection.disconnect()
+        if failure is not None or any(isinstance(unit.error, NoScriptError) for unit in batch):
+            with self._lock:
+                self._loaded.clear()  # Redis may have restarted (or its scripts were flushed)
+        # A post's units wait for their replies, unless the connection failed: then they are in
+        # doubt with the rest, and tried again.
+        posted = batch if post and batch and failure is None else []
+        self._release_sent(batch)  # also when sending failed: such units are tried again later
         retry: list[_Unit] = []
-        for unit in batch:
+        for unit in unread if posted else unread + batch:
             if failure is not None and not unit.done and unit.error is None:
                 unit.error = failure
             if _again(unit):
@@ -261,12 +320,18 @@ class WorkerWrites:
             else:
                 self._finish(unit)
         with self._lock:
-            self._connections.append(connection)
+            if posted:
+                self._unread = (connection, posted)
+            else:
+                self._connections.append(connection)
             self._failures = self._failures + 1 if retry and failure is not None else 0
             if retry:
                 self._pending[:0] = retry  # first in line again, in their order
             # The lane goes to a thread waiting on a write of its own, else it is free.
-            following = next((unit for unit in self._pending if unit.waiter is not None and not unit.lead), None)
+            following = next(
+                (unit for unit in self._pending if unit.waiter is not None and not unit.lead and not unit.released),
+                None,
+            )
             if following is None:
                 self._sending -= 1
             else:
@@ -274,12 +339,36 @@ class WorkerWrites:
                 following.waiter.release()
         if failure is not None and retry and self._failures == 1:
             self.logger.warning("Redis writes failed (%s); trying again.", failure)
-        if following is None and self._pending:
+        if following is None and (self._pending or posted):
+            if self._flusher is None:
+                with self._lock:
+                    if self._flusher is None:
+                        self._start_flusher()
             self._wake_flusher.set()
+
+    def _load_scripts(self, batch: list[_Unit]) -> list[_Unit]:
+        """`batch`, preceded by a SCRIPT LOAD of each script in it that Redis has not been given
+        yet: every script call can then go by its SHA1 even when its reply is not waited for (a
+        NOSCRIPT reply, read later, would mean a start that never reached Redis)."""
+        loads: list[_Unit] = []
+        for unit in batch:
+            if unit.script is not None and unit.script not in self._loaded:
+                self._loaded.add(unit.script)
+                loads.append(_Unit([("SCRIPT", "LOAD", unit.script)], deferred=True, attempts=1, on_failure=_ignore))
+        return [*loads, *batch] if loads else batch
+
+    def _release_sent(self, batch: list[_Unit]) -> None:
+        """Let the threads that posted these units go on."""
+        for unit in batch:
+            if unit.posted and unit.waiter is not None and not unit.released:
+                with self._lock:
+                    if not unit.lead:  # else it was woken already, to send
+                        unit.released = True
+                        unit.waiter.release()
 
     def _finish(self, unit: _Unit) -> None:
         unit.done = True
-        if unit.waiter is not None:
+        if unit.waiter is not None and not unit.posted:
             with self._lock:
                 if not unit.lead:  # else it was woken already, to send
                     unit.waiter.release()
@@ -296,8 +385,7 @@ class WorkerWrites:
             self.logger.exception("A callback of a deferred Redis write failed.")
 
     @staticmethod
-    def _exchange(connection: Any, batch: list[_Unit]) -> None:
-        connection.send_packed_command([b"".join(unit.packed for unit in batch)])
+    def _read_replies(connection: Any, batch: list[_Unit]) -> None:
         for unit in batch:
             reply: Any = None
             for _ in range(unit.replies):
@@ -353,9 +441,13 @@ def _pack_args(args: Sequence[Any]) -> str:
     return "".join(parts)
 
 
+def _ignore(_: BaseException) -> None:
+    """A failed SCRIPT LOAD: the calls that follow it fail too, and are tried again."""
+
+
 def _again(unit: _Unit) -> bool:
     """Whether a unit that Redis did not take gets another try (and count it)."""
-    if isinstance(unit.error, redis.exceptions.NoScriptError):  # Redis restarted: send the script itself
+    if isinstance(unit.error, NoScriptError):  # Redis restarted: send the script itself
         unit.packed = pack(unit.commands)
         unit.error, unit.done = None, False
         return True

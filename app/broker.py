@@ -6,6 +6,8 @@
 - an idle consumer blocks on the queue's wake-up list instead of sleeping, so a new job starts
   within milliseconds, and wakes up for the next delayed message exactly at its eta;
 - the prefetch of ordinary queues is a setting (Dramatiq's default starves workers);
+- the consumer reads, with each fetch, how many times each fetched job's attempt was delivered
+  without finishing (a crash loop shows there), so a job's start need not wait for Redis;
 - the consumer keeps track of the messages its process holds, so that a message fetched but
   dropped from memory (a lost reply, a delayed message Dramatiq discards on a connection error)
   goes back to its queue when the consumer reconnects, instead of waiting for a restart;
@@ -25,7 +27,7 @@ import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -42,6 +44,7 @@ from app import connections
 from app.batching import WorkerWrites
 from app.connections import REDIS_DOWN_ERRORS
 from app.enqueue import WAKE_UP_LUA, WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
+from app.errors import BrokerUnavailable
 from app.jobs import JobRegistry, registry
 from app.keys import DELAY_SUFFIX, Keys
 from app.outcomes import OutcomeLog, now_ms
@@ -74,6 +77,7 @@ class TaskQueueBroker(RedisBroker):
         self.settings = settings
         self.keys = keys
         self.enqueuer = enqueuer
+        self.log = enqueuer.log
         #: Acks and outcome records of all threads, coalesced into few round trips.
         self.writes = writes or WorkerWrites(client)
         self.in_flight = InFlight()
@@ -139,6 +143,16 @@ class TaskQueueBroker(RedisBroker):
         connections.execute(self.client, commands)
         self.emit_after("enqueue", stored, delay)
         return stored
+
+
+class FetchedMessage(MessageProxy):
+    """A message as our consumer hands it out: with the `deliveries` its job record showed at
+    fetch time (how many times this attempt already started without finishing), or None when
+    that could not be read."""
+
+    def __init__(self, message: dramatiq.Message[Any], prior_deliveries: int | None) -> None:
+        super().__init__(message)
+        self.prior_deliveries = prior_deliveries
 
 
 class InFlight:
@@ -269,17 +283,18 @@ class WakeableConsumer(_RedisConsumer):
             if not self.reclaimed:
                 self._reclaim_stranded()
             if self.message_cache:
-                data = self.message_cache.pop(0)
-                if data is None:
+                fetched = self.message_cache.pop(0)
+                if fetched is None:
                     return None  # an id whose body is gone (acked by a worker declared dead)
-                message = dramatiq.Message.decode(data)
-                self.broker.in_flight.hold(self.queue_name, message.options["redis_message_id"])
-                if "eta" in message.options:
-                    heapq.heappush(self.etas, int(message.options["eta"]))
-                return MessageProxy(message)
+                if not isinstance(fetched, FetchedMessage):
+                    fetched = FetchedMessage(dramatiq.Message.decode(fetched), None)  # undecodable: raises here
+                self.broker.in_flight.hold(self.queue_name, fetched.options["redis_message_id"])
+                if "eta" in fetched.options:
+                    heapq.heappush(self.etas, int(fetched.options["eta"]))
+                return fetched
             if self.outstanding_message_count <= self.refill_at:
-                self.message_cache = self.broker.do_fetch(
-                    self.queue_name, self.prefetch - self.outstanding_message_count
+                self.message_cache = self._decoded(
+                    self.broker.do_fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
                 )
                 if self.message_cache:
                     return self.__next__()
@@ -287,6 +302,28 @@ class WakeableConsumer(_RedisConsumer):
             return None
         except REDIS_DOWN_ERRORS as error:
             raise ConnectionClosed(error) from None
+
+    def _decoded(self, fetched: list[bytes | None]) -> list[FetchedMessage | bytes | None]:
+        """Fetched bodies as messages, each with its job's prior deliveries (one round trip for
+        all). A body that does not decode stays as it is, to fail when handed out, as in Dramatiq."""
+        decoded: list[FetchedMessage | bytes | None] = []
+        for data in fetched:
+            try:
+                decoded.append(None if data is None else FetchedMessage(dramatiq.Message.decode(data), None))
+            except DecodeError:
+                decoded.append(data)
+        messages = [entry for entry in decoded if isinstance(entry, FetchedMessage)]
+        if not messages or self.queue_name.endswith(DELAY_SUFFIX):
+            return decoded  # delayed messages are only moved to their queue, never run from here
+        try:
+            counts = self.broker.writes.write([self.broker.log.deliveries([m.message_id for m in messages])])
+        except (BrokerUnavailable, redis.RedisError) as error:
+            # Each start then waits for its own count, as it would with any other broker.
+            self.logger.warning("Could not read prior deliveries (%s).", error)
+            return decoded
+        for message, count in zip(messages, counts, strict=True):
+            message.prior_deliveries = int(count)
+        return decoded
 
     def ack(self, message: MessageProxy) -> None:
         # Not a round trip of its own: it goes with the next write of any thread of this process
@@ -335,9 +372,9 @@ class WakeableConsumer(_RedisConsumer):
         self.logger.info("Gave back %d unstarted message(s) to queue %r.", len(redis_ids), self.queue_name)
 
     def _give_back_cache(self) -> None:
-        cache, self.message_cache = [data for data in self.message_cache if data is not None], []
+        cache, self.message_cache = [entry for entry in self.message_cache if entry is not None], []
         if cache:
-            self._run(self.broker.give_back, [dramatiq.Message.decode(d).options["redis_message_id"] for d in cache])
+            self._run(self.broker.give_back, [_redis_id(entry) for entry in cache])
 
     def _reclaim_stranded(self) -> None:
         moved = self._run(self.broker.reclaim_stranded, self.broker.in_flight.snapshot(self.queue_name))
@@ -366,6 +403,11 @@ class WakeableConsumer(_RedisConsumer):
         if timeout_s < 0.001:
             return
         self.broker.client.blpop([self.wakeup_key], timeout=timeout_s)
+
+
+def _redis_id(fetched: FetchedMessage | bytes) -> str:
+    message = fetched if isinstance(fetched, FetchedMessage) else dramatiq.Message.decode(fetched)
+    return str(message.options["redis_message_id"])
 
 
 def build_middleware(

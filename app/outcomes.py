@@ -110,6 +110,11 @@ class OutcomeLog:
             ("HINCRBY", record, "deliveries", 1),
         ]  # fmt: skip
 
+    def deliveries(self, job_ids: Sequence[str]) -> Command:
+        """One call whose reply is each job's `deliveries`: how many times its current attempt
+        started without finishing (0 for a job without a record)."""
+        return ("EVAL", DELIVERIES_SCRIPT, len(job_ids), *(self.keys.job(job_id) for job_id in job_ids))
+
     def retrying(
         self,
         *,
@@ -263,8 +268,16 @@ class OutcomeLog:
 # checks that they agree). KEYS: the record, then the global and per-job-type index of: running,
 # then of each state left (queued, retrying). ARGV: job id, job name, queue, attempt, at (ms),
 # index score, retention (s). Returns `deliveries` after its increment.
+# A start that arrives after its attempt has finished (a worker does not wait for a start's reply:
+# if Redis refused it, it is sent again, possibly after the finish) only counts the execution.
 RUNNING_SCRIPT = f"""
 local record, id, at = KEYS[1], ARGV[1], ARGV[5]
+local found = redis.call('HMGET', record, 'state', 'attempts')
+local state, attempts = found[1], tonumber(found[2] or '0')
+if (state == '{SUCCEEDED}' or state == '{FAILED}' or state == '{SKIPPED}') and attempts >= tonumber(ARGV[4]) then
+  redis.call('HINCRBY', record, 'executions', 1)
+  return 0
+end
 redis.call('HSET', record, 'jobId', id, 'jobName', ARGV[2], 'queue', ARGV[3], 'state', '{RUNNING}',
   'attempts', ARGV[4], 'startedAt', at, 'updatedAt', at)
 redis.call('HDEL', record, 'nextRetryAt', 'runAt')
@@ -292,6 +305,13 @@ for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('ZADD', KEYS[3], ARGV[4], id)
 return redis.call('EXPIRE', record, ARGV[5])
+"""
+
+# KEYS: job records. Returns the `deliveries` of each.
+DELIVERIES_SCRIPT = """
+local counts = {}
+for i = 1, #KEYS do counts[i] = tonumber(redis.call('HGET', KEYS[i], 'deliveries') or '0') end
+return counts
 """
 
 # Runs the commands unless the record has moved past attempt ARGV[1] or reached a final state.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +21,7 @@ from app.errors import BrokerUnavailable
 from app.jobs import JobRegistry
 from app.keys import Keys
 from app.outcomes import Command, OutcomeLog
-from tests.support.services import RedisServer, running_redis, wait_until
+from tests.support.services import ROOT, RedisServer, running_redis, wait_until
 
 KEYS = Keys()
 ENQUEUER = Enqueuer(registry=JobRegistry(), keys=KEYS, log=OutcomeLog(keys=KEYS, retention_seconds=3600), max_retries=5)
@@ -111,10 +115,13 @@ def test_worker_writes_coalesce_threads_and_keep_deferred_ones(server: RedisServ
     done: list[Any] = []
     script = "return redis.call('INCR', KEYS[1])"
 
+    posted: list[Any] = []
+
     def thread() -> None:
         for _ in range(200):
             writes.write([("EVAL", script, 1, "counted")])
             writes.defer([("INCR", "deferred"), ("INCR", "deferred")], on_done=done.append)
+            writes.post([("EVAL", script, 1, "posted")], on_done=posted.append)
 
     threads = [threading.Thread(target=thread) for _ in range(6)]
     for started in threads:
@@ -124,6 +131,7 @@ def test_worker_writes_coalesce_threads_and_keep_deferred_ones(server: RedisServ
     assert writes.flush(10)
     assert client.get("counted") == b"1200" and client.get("deferred") == b"2400"
     assert len(done) == 1200  # each deferred unit reported once, with its last reply
+    assert client.get("posted") == b"1200" and sorted(posted) == list(range(1, 1201))
     assert writes.write([("SET", "x", 1), ("INCR", "x")]) == 2
 
     client.script_flush()  # as after a Redis restart: the script must be sent again, transparently
@@ -138,7 +146,38 @@ def test_a_deferred_write_waits_for_redis_to_come_back(tmp_path: Any) -> None:
         with pytest.raises(BrokerUnavailable):
             writes.write([("SET", "now", 1)])
         acked: list[Any] = []
+        writes.post([("SET", "start", 1)])  # does not raise: it is tried again, first in line
         writes.defer([("SET", "ack", 1)], on_done=acked.append)
         server.start()
         wait_until(lambda: acked, timeout=20, message="the deferred write to go through")
-        assert client.get("ack") == b"1"
+        assert client.get("start") == b"1" and client.get("ack") == b"1"
+
+
+def test_posts_go_out_at_once_and_their_replies_are_read_in_order_later(server: RedisServer) -> None:
+    client = server.client()
+    writes = WorkerWrites(client, linger_s=60)  # no flusher reading replies behind the test's back
+    replies: list[Any] = []
+    script = f"return redis.call('INCR', KEYS[1]) -- {uuid.uuid4()}"  # new to this Redis
+    for _ in range(50):
+        writes.post([("EVAL", script, 1, "posted")], on_done=replies.append)
+    # A post's reply is read by the next exchange: here the last one's is still owed.
+    assert replies == list(range(1, 50))
+    assert writes.write([("GET", "posted")]) == b"50" and replies == list(range(1, 51))
+    # The script was loaded before its first call, so no call had to be sent again.
+    assert "errorstat_NOSCRIPT" not in client.info("errorstats")
+
+
+def test_a_post_reaches_redis_even_if_its_process_dies_right_after(server: RedisServer) -> None:
+    """What a job's start relies on: a job that kills its process is still counted."""
+    script = f"return redis.call('INCR', KEYS[1]) -- {uuid.uuid4()}"
+    code = (
+        "import os, signal, redis\n"
+        "from app.batching import WorkerWrites\n"
+        f"writes = WorkerWrites(redis.Redis.from_url({server.url!r}))\n"
+        f"writes.post([('EVAL', {script!r}, 1, 'started')])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    died = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, capture_output=True, text=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    client = server.client()
+    wait_until(lambda: client.get("started") == b"1", timeout=5, message="the posted start to be applied")

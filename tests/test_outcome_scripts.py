@@ -98,3 +98,23 @@ def new_message(job_id: str, job_name: str) -> dramatiq.Message[Any]:
         queue_name="default", actor_name=job_name, args=(job_id, {"n": job_id}), kwargs={}, options={},
         message_id=job_id,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("state", ["succeeded", "failed", "skipped"])
+def test_a_start_that_arrives_after_its_finish_only_counts_the_execution(state: str) -> None:
+    """A worker posts a job's start without waiting for the reply; one Redis refused (a script
+    not loaded yet) is sent again, possibly after the finish, which must stand."""
+    client = seeded(state)
+    before = dump(client)
+    (script,) = SCRIPTS.running(queue="default", attempt=1, at_ms=1_700_000_000_789, **IDS)
+    assert client.execute_command(*script) == 0
+    assert client.hget(KEYS.job("j1"), "executions") == b"2"
+    client.hset(KEYS.job("j1"), "executions", 1)
+    assert dump(client) == before
+
+
+def test_deliveries_reads_each_records_count() -> None:
+    client = fakeredis.FakeRedis()
+    client.hset(KEYS.job("a"), mapping={"deliveries": 2})
+    client.hset(KEYS.job("b"), mapping={"state": "queued"})
+    assert client.execute_command(*SCRIPTS.deliveries(["a", "b", "missing"])) == [2, 0, 0]

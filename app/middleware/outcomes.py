@@ -24,6 +24,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from app import connections
 from app.batching import WorkerWrites
+from app.broker import FetchedMessage
 from app.enqueue import job_data
 from app.errors import BrokerUnavailable
 from app.middleware.retries import NEXT_RETRY_AT, RETRY_LOST
@@ -78,19 +79,26 @@ class OutcomeRecorder(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         started = now_ms()
         attempt = int(message.options.get("retries", 0)) + 1
-        self._started[_key(message)] = (started, attempt)
-        results = self._write(
-            self.log.running(
-                job_id=message.message_id,
-                job_name=message.actor_name,
-                queue=_queue(message),
-                attempt=attempt,
-                at_ms=started,
-            )
+        key = _key(message)
+        self._started[key] = (started, attempt)
+        running = self.log.running(
+            job_id=message.message_id,
+            job_name=message.actor_name,
+            queue=_queue(message),
+            attempt=attempt,
+            at_ms=started,
         )
-        if not results:
-            self._uncounted.add(_key(message))
-        deliveries = int(results[-1]) if results else 1
+        prior = message.prior_deliveries if isinstance(message, FetchedMessage) else None
+        if prior is not None and self.writes is not None:
+            # Sent before the job runs (a job that kills its process is counted), but not waited
+            # for: the count it returns is known from the fetch. Tried until Redis takes it.
+            self.writes.post(running, on_failure=lambda error: self._start_lost(key, error))
+            deliveries = prior + 1
+        else:
+            results = self._write(running)
+            if not results:
+                self._uncounted.add(key)
+            deliveries = int(results[-1]) if results else 1
         if deliveries > self.max_crash_deliveries:
             message.fail()
             raise CrashLoop(
@@ -178,6 +186,11 @@ class OutcomeRecorder(Middleware):
             at_ms=verdict.finished_at_ms,
         )
         self._write(self._counted(message, failed), retry=True)
+
+    def _start_lost(self, key: str, error: BaseException) -> None:
+        """A posted start that Redis refused for good: its final write counts the execution."""
+        self._uncounted.add(key)
+        self._count_failure(error)
 
     def _counted(self, message: MessageProxy, commands: list[Command]) -> list[Command]:
         """A final write, plus the execution its `running` write could not count (Redis was down):

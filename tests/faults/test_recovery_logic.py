@@ -12,7 +12,7 @@ import dramatiq
 import pytest
 import redis
 
-from app.broker import TaskQueueBroker, create_broker
+from app.broker import FetchedMessage, TaskQueueBroker, create_broker
 from app.keys import Keys
 from app.middleware.liveness import STOPPED, Liveness
 from app.outcomes import now_ms
@@ -115,6 +115,20 @@ def test_a_new_consumer_gives_back_only_what_no_thread_holds(
         assert flush(5.0)
     assert not redis_client.smembers(KEYS.acks(broker.broker_id, "default"))
     assert second.outstanding_message_count == 0
+
+
+def test_a_consumer_hands_out_each_jobs_prior_deliveries(broker: TaskQueueBroker, redis_client: redis.Redis) -> None:
+    """Read with the fetch, so that a job's start need not wait for Redis to spot a crash loop."""
+    for n in range(3):
+        broker.enqueue(_message(n))
+    redis_client.hset(KEYS.job("job1"), "deliveries", 2)
+    consumer = broker.consume("default", prefetch=3, timeout=50)
+    handed = [next(consumer) for _ in range(3)]
+    assert [(m.message_id, m.prior_deliveries) for m in handed if isinstance(m, FetchedMessage)] == [
+        ("job0", 0),
+        ("job1", 2),
+        ("job2", 0),
+    ]
 
 
 def test_a_draining_consumer_fetches_nothing_and_gives_back_its_cache(
