@@ -136,8 +136,8 @@ class WorkerWrites:
 
     `write` runs a unit of commands now and returns the reply of the last one; `defer` queues a
     unit that need not hold up its thread (an ack, a final outcome), sent with the next `write`
-    or within `linger_s`; `post` sends one now but does not wait for its reply, which is read
-    with the next exchange (or within `linger_s`). Units go out in the order they were submitted,
+    or within `linger_s`; `post` sends one now and reads nothing: its reply is read by the next
+    exchange that waits for its own, or within `linger_s`. Units go out in the order they were submitted,
     each atomic (a single command, typically a transition's script, or a MULTI/EXEC block), on a
     connection of their own, and their replies are read without redis-py's per-call layers.
     A thread sends at once, with everything waiting, unless `lanes` round trips are already
@@ -278,8 +278,8 @@ class WorkerWrites:
                 self._wake_flusher.set()  # sent by someone else meanwhile, or more came: look again
 
     def _send(self, *, post: bool = False) -> None:
-        """Send what is pending (the caller holds a lane), read the replies still owed on that
-        connection, and those of this batch unless it is a post; then pass the lane on."""
+        """Send what is pending (the caller holds a lane); unless this is a post, read the
+        replies still owed on that connection, then those of this batch. Pass the lane on."""
         with self._lock:
             batch, self._pending = self._load_scripts(self._pending), []
             if self._pid != current_pid():  # a forked child: the parent's connections are not ours
@@ -295,8 +295,8 @@ class WorkerWrites:
             if batch:  # empty when a waiting thread got a lane after its unit had gone with another
                 connection.send_packed_command([b"".join(unit.packed for unit in batch)])
                 self._release_sent(batch)
-            self._read_replies(connection, unread)
-            if not post:
+            if not post:  # a post reads nothing: its thread must not wait on Redis at all
+                self._read_replies(connection, unread)
                 self._read_replies(connection, batch)
         except REDIS_DOWN_ERRORS as error:
             failure = BrokerUnavailable(f"Redis is unavailable ({type(error).__name__}: {error})")
@@ -304,15 +304,15 @@ class WorkerWrites:
         except BaseException as error:  # a bug: fail these units, keep the process going
             failure = error
             connection.disconnect()
-        if failure is not None or any(isinstance(unit.error, NoScriptError) for unit in batch):
+        if failure is not None or any(isinstance(unit.error, NoScriptError) for unit in unread + batch):
             with self._lock:
                 self._loaded.clear()  # Redis may have restarted (or its scripts were flushed)
-        # A post's units wait for their replies, unless the connection failed: then they are in
-        # doubt with the rest, and tried again.
-        posted = batch if post and batch and failure is None else []
         self._release_sent(batch)  # also when sending failed: such units are tried again later
+        # After a post, the units sent on this connection wait for someone to read their replies,
+        # unless sending failed: then they are all in doubt, and tried again.
+        posted = unread + batch if post and failure is None else []
         retry: list[_Unit] = []
-        for unit in unread if posted else unread + batch:
+        for unit in [] if posted else unread + batch:
             if failure is not None and not unit.done and unit.error is None:
                 unit.error = failure
             if _again(unit):

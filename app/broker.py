@@ -162,27 +162,37 @@ class InFlight:
 
     def __init__(self) -> None:
         self._ids: dict[str, set[str]] = {}
+        self._acked: dict[str, set[str]] = {}  # of those, the ones whose ack is on its way
         self._lock = threading.Lock()
 
     def hold(self, queue_name: str, redis_id: str) -> None:
         with self._lock:
             self._ids.setdefault(queue_name, set()).add(redis_id)
 
+    def acked(self, queue_name: str, redis_id: str) -> None:
+        """Its ack is queued: still held (until Redis has it), but no longer counted as work."""
+        with self._lock:
+            if redis_id in self._ids.get(queue_name, ()):
+                self._acked.setdefault(queue_name, set()).add(redis_id)
+
     def release(self, queue_name: str, redis_ids: Iterable[str]) -> None:
         with self._lock:
             self._ids.get(queue_name, set()).difference_update(redis_ids)
+            self._acked.get(queue_name, set()).difference_update(redis_ids)
 
     def forget(self, queue_name: str) -> None:
         with self._lock:
             self._ids.pop(queue_name, None)
+            self._acked.pop(queue_name, None)
 
     def snapshot(self, queue_name: str) -> list[str]:
         with self._lock:
             return list(self._ids.get(queue_name, ()))
 
     def count(self, queue_name: str) -> int:
+        """Messages handed out and not yet acked (a consumer tops up its prefetch by this)."""
         with self._lock:
-            return len(self._ids.get(queue_name, ()))
+            return len(self._ids.get(queue_name, ())) - len(self._acked.get(queue_name, ()))
 
 
 # Give fetched messages back to the head of their queue (they were first in line), and wake
@@ -332,6 +342,7 @@ class WakeableConsumer(_RedisConsumer):
         # (this worker was thought dead): the job is done, and must not run a second time.
         # Heartbeats are stamped by the liveness thread, not by acks.
         redis_id = message.options["redis_message_id"]
+        self.broker.in_flight.acked(self.queue_name, redis_id)
         self.broker.writes.defer(
             [("EVAL", ACK, 2, self.redis_keys[0], self.redis_keys[2], redis_id)],
             # Released only once Redis took it: until then the message must not be reclaimed.

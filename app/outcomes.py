@@ -94,8 +94,10 @@ class OutcomeLog:
         """An attempt starts. The HINCRBY of `deliveries` is the last command: its result counts
         how many times this attempt was delivered without finishing (a crash loop shows here)."""
         record = self.keys.job(job_id)
+        # A first attempt has never been retrying (a requeue takes a job out of that index).
+        left = (QUEUED,) if attempt == 1 else (QUEUED, RETRYING)
         if self.scripts:
-            indexes = self._indexes(job_name, (RUNNING, QUEUED, RETRYING))
+            indexes = self._indexes(job_name, (RUNNING, *left))
             score = index_score(at_ms)
             args = (job_id, job_name, queue, attempt, at_ms, score, self.retention_seconds)
             return [("EVAL", RUNNING_SCRIPT, 1 + len(indexes), record, *indexes, *args)]
@@ -103,7 +105,7 @@ class OutcomeLog:
             ("HSET", record, "jobId", job_id, "jobName", job_name, "queue", queue, "state", RUNNING,
              "attempts", attempt, "startedAt", at_ms, "updatedAt", at_ms),
             ("HDEL", record, "nextRetryAt", "runAt"),
-            *self._leave(job_id, job_name, (QUEUED, RETRYING)),
+            *self._leave(job_id, job_name, left),
             *self._enter(job_id, job_name, RUNNING, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
             ("HINCRBY", record, "executions", 1),
@@ -162,10 +164,12 @@ class OutcomeLog:
             counted_arg = () if attempt is None else (attempt,)
             return [("EVAL", SUCCEEDED_SCRIPT, 1 + len(indexes), record, *indexes, *args, *counted_arg)]
         counted = ("attempts", attempt) if attempt is not None else ()
+        # `running` cleared nextRetryAt, if it was written.
+        clear: list[Command] = [] if started else [("HDEL", record, "nextRetryAt")]
         return [
             ("HSET", record, "state", SUCCEEDED, "durationMs", duration_ms, "finishedAt", at_ms,
              "updatedAt", at_ms, "deliveries", 0, *counted),
-            ("HDEL", record, "nextRetryAt"),
+            *clear,
             *self._leave(job_id, job_name, left),
             *self._enter(job_id, job_name, SUCCEEDED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
@@ -266,8 +270,8 @@ class OutcomeLog:
 
 # `running` as one call (same effects, same order as its command list; tests/test_outcome_scripts.py
 # checks that they agree). KEYS: the record, then the global and per-job-type index of: running,
-# then of each state left (queued, retrying). ARGV: job id, job name, queue, attempt, at (ms),
-# index score, retention (s). Returns `deliveries` after its increment.
+# then of each state left (queued, and retrying after a first attempt). ARGV: job id, job name,
+# queue, attempt, at (ms), index score, retention (s). Returns `deliveries` after its increment.
 # A start that arrives after its attempt has finished (a worker does not wait for a start's reply:
 # if Redis refused it, it is sent again, possibly after the finish) only counts the execution.
 RUNNING_SCRIPT = f"""
@@ -290,8 +294,9 @@ return redis.call('HINCRBY', record, 'deliveries', 1)
 """
 
 # `succeeded` as one call. KEYS: the record, then the global and per-job-type index of:
-# succeeded, then of each state left (running, queued, retrying). ARGV: job id, duration (ms),
-# at (ms), index score, retention (s), and the attempt if known.
+# succeeded, then of each state left (running, and unless it is known to have started: queued,
+# retrying). ARGV: job id, duration (ms), at (ms), index score, retention (s), and the attempt if
+# known.
 SUCCEEDED_SCRIPT = f"""
 local record, id, at = KEYS[1], ARGV[1], ARGV[3]
 local fields = {{'state', '{SUCCEEDED}', 'durationMs', ARGV[2], 'finishedAt', at, 'updatedAt', at, 'deliveries', 0}}
@@ -300,7 +305,7 @@ if ARGV[6] then
   fields[#fields + 1] = ARGV[6]
 end
 redis.call('HSET', record, unpack(fields))
-redis.call('HDEL', record, 'nextRetryAt')
+if #KEYS > 5 then redis.call('HDEL', record, 'nextRetryAt') end
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('ZADD', KEYS[3], ARGV[4], id)

@@ -36,9 +36,11 @@ def run(client: fakeredis.FakeRedis, commands: list[Command]) -> Any:
     return client
 
 
-@pytest.mark.parametrize("state", ["queued", "retrying", "running", "succeeded"])
-def test_running_script_matches_its_commands(state: str) -> None:
-    args = {"queue": "default", "attempt": 2, "at_ms": 1_700_000_000_123, **IDS}
+# (Attempt 1 of a job whose record shows attempt 1 succeeded: see the test after next.)
+@pytest.mark.parametrize(("state", "attempt"), [("queued", 1), ("queued", 2), ("retrying", 2), ("running", 1),
+                                                ("running", 2), ("succeeded", 2)])  # fmt: skip
+def test_running_script_matches_its_commands(state: str, attempt: int) -> None:
+    args = {"queue": "default", "attempt": attempt, "at_ms": 1_700_000_000_123, **IDS}
     with_lists, with_script = seeded(state), seeded(state)
     run(with_lists, LISTS.running(**args))
     (script,) = SCRIPTS.running(**args)

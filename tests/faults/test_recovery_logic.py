@@ -12,7 +12,7 @@ import dramatiq
 import pytest
 import redis
 
-from app.broker import FetchedMessage, TaskQueueBroker, create_broker
+from app.broker import FetchedMessage, InFlight, TaskQueueBroker, create_broker
 from app.keys import Keys
 from app.middleware.liveness import STOPPED, Liveness
 from app.outcomes import now_ms
@@ -129,6 +129,19 @@ def test_a_consumer_hands_out_each_jobs_prior_deliveries(broker: TaskQueueBroker
         ("job1", 2),
         ("job2", 0),
     ]
+
+
+def test_an_acked_message_stops_counting_as_work_but_stays_held_until_redis_has_the_ack() -> None:
+    """So that a consumer tops up its prefetch at once, while a reconnecting one still does not
+    give back a message whose ack has not reached Redis."""
+    in_flight = InFlight()
+    in_flight.hold("default", "a")
+    in_flight.hold("default", "b")
+    in_flight.acked("default", "a")
+    in_flight.acked("default", "never-held")
+    assert in_flight.count("default") == 1 and sorted(in_flight.snapshot("default")) == ["a", "b"]
+    in_flight.release("default", ["a"])
+    assert in_flight.count("default") == 1 and in_flight.snapshot("default") == ["b"]
 
 
 def test_a_draining_consumer_fetches_nothing_and_gives_back_its_cache(
