@@ -160,7 +160,7 @@ class WorkerWrites:
         self._failures = 0
         self._connections: list[Any] = []  # idle ones
         # The connection of the last `post` and the units sent on it whose replies are unread:
-        # they come first on that connection, so whoever sends next reads them there.
+        # the next exchange that waits for replies uses it, and reads those first.
         self._unread: tuple[Any, list[_Unit]] | None = None
         self._loaded: set[str] = set()  # scripts Redis has been given since the last connection failure
         self._wake_flusher = threading.Event()
@@ -215,10 +215,10 @@ class WorkerWrites:
         on_done: Callable[[Any], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """Send `commands` (with whatever waits) before returning, unless a round trip is under
-        way (then they go with it or the next); do not wait for the reply. For a write that must
-        reach Redis before what follows may crash the process, but whose reply is not needed:
-        a job's start. Tried again until it goes through, like a deferred unit."""
+        """Send `commands` (with whatever waits) before returning, or, while another thread is
+        sending, wait until that one or the next takes them along; never wait for the reply. For
+        a write that must reach Redis before what follows may crash the process, but whose reply
+        is not needed: a job's start. Tried again until it goes through, like a deferred unit."""
         unit = _Unit(commands, deferred=True, on_done=on_done, on_failure=on_failure)
         unit.posted = True
         with self._lock:
