@@ -18,6 +18,7 @@ from app.batching import block_script, coalesce
 from app.jobs import JobRegistry
 from app.keys import Keys, canonical_queue, delay_queue
 from app.outcomes import QUEUED, Command, OutcomeLog, index_score, now_ms
+from app.settings import Settings
 
 #: Dramatiq caps delays at 7 days.
 MAX_DELAY_MS = 7 * 86_400_000
@@ -38,6 +39,8 @@ class Enqueuer:
     keys: Keys
     log: OutcomeLog
     max_retries: int
+    #: What job types' schemas validate under (the webhook allow-list); None: the defaults.
+    settings: Settings | None = None
     #: ENQUEUE_SCRIPT's shared arguments by (queue as stored, job name, queue): built once.
     _shared: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -46,7 +49,7 @@ class Enqueuer:
     ) -> tuple[dramatiq.Message[Any], int | None]:
         """Validate a job and make its message; UnknownJob or InvalidJobData otherwise."""
         job_type = self.registry.get(job_name)
-        clean = job_type.validate(data)
+        clean = job_type.validate(data, self.settings)
         job_id = job_id or new_job_id()
         message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=job_type.queue,

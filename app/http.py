@@ -304,11 +304,15 @@ async def enqueue(request: Request) -> Response:
     body = await _json_body(request)
     message, delay = _job_request(api, body)
     idempotency_key = request.headers.get("idempotency-key")
-    if not idempotency_key:
+    if idempotency_key is None:
         stored, commands = api.enqueuer.commands(message, delay, as_script=True)
         # The batcher bounds its own round trip (REDIS_DEADLINE_S): no second timer per request.
         await api.batcher.submit(commands)
         return _job_added(stored.message_id)
+    if not idempotency_key.strip():
+        # Most likely an unset variable on the client: enqueuing without the key would not be
+        # what it asked for (a resend would add the job twice).
+        raise ApiError(400, "Idempotency-Key is empty: send a key of 1 to 200 characters, or no header")
     if len(idempotency_key) > 200:
         raise ApiError(400, "Idempotency-Key is longer than 200 characters")
     stored, commands = api.enqueuer.commands(message, delay)
@@ -334,6 +338,9 @@ async def enqueue_batch(request: Request) -> Response:
     jobs = body.get("jobs") if isinstance(body, dict) else None
     if not isinstance(jobs, list) or not jobs:
         raise ApiError(400, 'body must be {"jobs": [{"jobName": ..., "data": {...}}, ...]} with at least one job')
+    unknown = set(body) - {"jobs"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}: the only one allowed is jobs")
     limit = api.settings.max_batch_jobs
     if len(jobs) > limit:
         raise ApiError(413, f"{len(jobs)} jobs in one batch; the limit is {limit}: split the batch")
@@ -519,7 +526,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
         job_registry = registered_jobs
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
-    enqueuer = Enqueuer(registry=job_registry, keys=keys, log=log, max_retries=settings.max_retries)
+    enqueuer = Enqueuer(registry=job_registry, keys=keys, log=log, max_retries=settings.max_retries, settings=settings)
     client = connections.make_async_client(settings)
     metrics_registry = CollectorRegistry()
     sync_client = connections.make_client(settings)

@@ -11,11 +11,22 @@ import pydantic
 
 from app.email_domains import memoize_domain_checks
 from app.errors import InvalidJobData, PermanentJobError, UnknownJob
+from app.settings import Settings
 
 # Validation is the largest cost of an enqueue; an email address's domain check is most of it.
 memoize_domain_checks()
 
 DEFAULT_QUEUE = "default"
+#: The key, in a schema's validation context, of the settings it is validated under.
+SETTINGS_CONTEXT = "settings"
+
+
+def context_settings(info: pydantic.ValidationInfo) -> Settings:
+    """In a schema's validator: the settings of the process validating (the defaults, the
+    strictest, when none were given)."""
+    context = info.context if isinstance(info.context, dict) else {}
+    found = context.get(SETTINGS_CONTEXT)
+    return found if isinstance(found, Settings) else Settings()
 
 
 @dataclass(frozen=True)
@@ -28,12 +39,13 @@ class JobType:
     queue: str
     example: Callable[[int], dict[str, Any]] = lambda number: {}
 
-    def validate(self, data: Any) -> dict[str, Any]:
-        """The data as the job will receive it, or InvalidJobData naming each bad field."""
+    def validate(self, data: Any, settings: Settings | None = None) -> dict[str, Any]:
+        """The data as the job will receive it, or InvalidJobData naming each bad field.
+        `settings`: what the schema's validators see (`context_settings`)."""
         if not isinstance(data, dict):
             raise InvalidJobData(self.name, {"data": "must be a JSON object"})
         try:
-            model = self.schema.model_validate(data)
+            model = self.schema.model_validate(data, context={SETTINGS_CONTEXT: settings} if settings else None)
         except pydantic.ValidationError as error:
             problems: dict[str, str] = {}
             for item in error.errors(include_url=False):

@@ -159,8 +159,8 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "description": "a job sent twice with the same key is enqueued once; empty means none",
-                            "schema": {"type": "string", "maxLength": 200},
+                            "description": "a job sent twice with the same key is enqueued once",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                         },
                     ],
                     "requestBody": {

@@ -219,6 +219,21 @@ async def test_an_idempotency_key_over_200_characters_is_400(api: httpx.AsyncCli
     assert enqueued(redis_client) == NOTHING
 
 
+@pytest.mark.parametrize("key", ["", "   "], ids=["empty", "blank"])
+async def test_an_empty_idempotency_key_is_400_not_ignored(
+    api: httpx.AsyncClient, redis_client: redis.Redis, key: str
+) -> None:
+    response = await api.post("/enqueue", json=GOOD_JOB, headers={"idempotency-key": key})
+    assert_error(response, 400, "Idempotency-Key is empty")
+    assert enqueued(redis_client) == NOTHING
+
+
+async def test_a_batch_with_an_unknown_field_is_refused(api: httpx.AsyncClient, redis_client: redis.Redis) -> None:
+    response = await api.post("/enqueue/batch", json={"jobs": [GOOD_JOB], "priority": "high"})
+    assert_error(response, 400, "unknown field(s) priority")
+    assert enqueued(redis_client) == NOTHING
+
+
 # ----- the other endpoints -----
 
 

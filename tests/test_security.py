@@ -33,8 +33,9 @@ from aiosmtpd.smtp import AuthResult
 import app.actors.webhook
 import app.http
 from app import webhooks
-from app.errors import PermanentJobError
+from app.errors import InvalidJobData, PermanentJobError
 from app.http import ROUTES
+from app.jobs import registry as registered_jobs
 from app.settings import Settings
 from tests.support.accepted import KEYS, NOTHING, QUEUES, enqueued
 from tests.support.inprocess import api_client
@@ -451,20 +452,9 @@ FORBIDDEN_URLS = [
 ]
 
 
-@pytest.fixture
-def allow_list(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Set WEBHOOK_ALLOWED_HOSTS as the enqueue-time check sees it (the job types read it at import)."""
-
-    def allow(*hosts: str) -> None:
-        monkeypatch.setattr(app.actors.webhook, "settings", Settings(webhook_allowed_hosts=hosts))
-
-    allow()
-    return allow
-
-
 @pytest.mark.parametrize("url", FORBIDDEN_URLS)
 async def test_a_webhook_to_a_private_address_is_refused_at_enqueue(
-    api: httpx.AsyncClient, locked_client: redis.Redis, allow_list: Callable[..., None], url: str
+    api: httpx.AsyncClient, locked_client: redis.Redis, url: str
 ) -> None:
     job = {"jobName": "webhookJob", "data": {"url": url, "payload": {}}}
     response = await api.post("/enqueue", json=job, headers={"x-api-key": API_KEY})
@@ -490,11 +480,12 @@ async def test_a_webhook_to_a_private_address_is_refused_at_enqueue(
     ],
 )
 async def test_allowed_hosts_and_ranges_may_be_webhook_destinations(
-    api: httpx.AsyncClient, allow_list: Callable[..., None], url: str, allowed: tuple[str, ...]
+    locked_redis: RedisServer, url: str, allowed: tuple[str, ...]
 ) -> None:
-    allow_list(*allowed)
+    """The API's own settings decide (not the environment the job types were imported under)."""
     job = {"jobName": "webhookJob", "data": {"url": url, "payload": {}}}
-    response = await api.post("/enqueue", json=job, headers={"x-api-key": API_KEY})
+    async with api_client(settings_for(locked_redis.url, WEBHOOK_ALLOWED_HOSTS=",".join(allowed))) as api:
+        response = await api.post("/enqueue", json=job, headers={"x-api-key": API_KEY})
     assert response.status_code == 202, response.text  # accepted only: no worker runs here
 
 
@@ -735,3 +726,12 @@ def test_the_worker_metrics_listen_on_metrics_host(stack: Stack) -> None:
     url = f"http://127.0.0.1:{port}/metrics"
     wait_until(lambda: urllib.request.urlopen(url, timeout=2).status == 200, timeout=30, message="worker metrics")
     assert _listeners(port) == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0 (00000000) nor :: (IPv6)
+
+
+def test_a_job_type_validated_without_settings_allows_no_private_destination() -> None:
+    webhook = registered_jobs.get("webhookJob")
+    data = {"url": "http://10.1.2.3/hook", "payload": {}}
+    with pytest.raises(InvalidJobData) as refused:
+        webhook.validate(data)
+    assert "WEBHOOK_ALLOWED_HOSTS" in refused.value.problems["data.url"]
+    assert webhook.validate(data, Settings(webhook_allowed_hosts=("10.0.0.0/8",)))["url"] == data["url"]

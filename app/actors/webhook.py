@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app import webhooks
 from app.actors import settings
-from app.jobs import job_type
+from app.jobs import context_settings, job_type
 
 
 class WebhookData(BaseModel):
@@ -22,10 +22,11 @@ class WebhookData(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def public_destination(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+    def public_destination(cls, url: AnyHttpUrl, info: ValidationInfo) -> AnyHttpUrl:
         # Checked again at delivery time against the resolved address.
+        allowed = context_settings(info).webhook_allowed_hosts
         try:
-            webhooks.check_destination(str(url), settings.webhook_allowed_hosts, resolve=False)
+            webhooks.check_destination(str(url), allowed, resolve=False)
         except webhooks.ForbiddenDestination as error:
             raise ValueError(str(error)) from None
         return url
