@@ -199,6 +199,7 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                                             "items": {"$ref": "#/components/schemas/JobRequest"},
                                         }
                                     },
+                                    "additionalProperties": False,
                                 }
                             }
                         },
