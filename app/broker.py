@@ -44,7 +44,6 @@ from app import connections
 from app.batching import WorkerWrites
 from app.connections import REDIS_DOWN_ERRORS
 from app.enqueue import WAKE_UP_LUA, WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
-from app.errors import BrokerUnavailable
 from app.jobs import JobRegistry, registry
 from app.keys import DELAY_SUFFIX, Keys
 from app.outcomes import OutcomeLog, now_ms
@@ -326,8 +325,9 @@ class WakeableConsumer(_RedisConsumer):
         if not messages or self.queue_name.endswith(DELAY_SUFFIX):
             return decoded  # delayed messages are only moved to their queue, never run from here
         try:
-            counts = self.broker.writes.write([self.broker.log.deliveries([m.message_id for m in messages])])
-        except (BrokerUnavailable, redis.RedisError) as error:
+            # On this consumer's own connection: the worker threads' writes go on meanwhile.
+            counts = self.broker.client.execute_command(*self.broker.log.deliveries([m.message_id for m in messages]))
+        except (*REDIS_DOWN_ERRORS, redis.RedisError) as error:
             # Each start then waits for its own count, as it would with any other broker.
             self.logger.warning("Could not read prior deliveries (%s).", error)
             return decoded
