@@ -30,6 +30,8 @@ from app.pid import current_pid
 
 #: Upper bound on commands in one pipeline, so a burst does not build one huge transaction.
 MAX_COMMANDS_PER_FLUSH = 20_000
+#: A post reads the replies of earlier units once this many wait.
+MAX_UNREAD_UNITS = 32
 
 
 class WriteBatcher:
@@ -136,8 +138,9 @@ class WorkerWrites:
 
     `write` runs a unit of commands now and returns the reply of the last one; `defer` queues a
     unit that need not hold up its thread (an ack, a final outcome), sent with the next `write`
-    or within `linger_s`; `post` sends one now and reads nothing: its reply is read by the next
-    exchange that waits for its own, or within `linger_s`. Units go out in the order they were submitted,
+    or within `linger_s`; `post` sends one now and does not wait for its reply, which is read by
+    the next exchange that waits for its own, a post once `MAX_UNREAD_UNITS` wait, or within
+    `linger_s`. Units go out in the order they were submitted,
     each atomic (a single command, typically a transition's script, or a MULTI/EXEC block), on a
     connection of their own, and their replies are read without redis-py's per-call layers.
     A thread sends at once, with everything waiting, unless `lanes` round trips are already
@@ -291,12 +294,17 @@ class WorkerWrites:
         if connection is None:
             connection = self.client.connection_pool.make_connection()
         failure: BaseException | None = None
+        # A post reads no reply of its own: its thread must not wait on Redis. It reads those of
+        # earlier units once many wait (sent at least a job ago, they are there): left to the
+        # flusher, which gets a lane only when one is free, they could pile up without bound.
+        read_unread = not post or len(unread) >= MAX_UNREAD_UNITS
         try:
             if batch:  # empty when a waiting thread got a lane after its unit had gone with another
                 connection.send_packed_command([b"".join(unit.packed for unit in batch)])
                 self._release_sent(batch)
-            if not post:  # a post reads nothing: its thread must not wait on Redis at all
+            if read_unread:
                 self._read_replies(connection, unread)
+            if not post:
                 self._read_replies(connection, batch)
         except REDIS_DOWN_ERRORS as error:
             failure = BrokerUnavailable(f"Redis is unavailable ({type(error).__name__}: {error})")
@@ -308,11 +316,15 @@ class WorkerWrites:
             with self._lock:
                 self._loaded.clear()  # Redis may have restarted (or its scripts were flushed)
         self._release_sent(batch)  # also when sending failed: such units are tried again later
-        # After a post, the units sent on this connection wait for someone to read their replies,
-        # unless sending failed: then they are all in doubt, and tried again.
-        posted = unread + batch if post and failure is None else []
+        # After a post, the units whose replies are unread wait for someone to read them, unless
+        # sending failed: then they are all in doubt, and tried again.
+        if post and failure is None:
+            settled = unread if read_unread else []
+            posted = batch if read_unread else [*unread, *batch]
+        else:
+            settled, posted = unread + batch, []
         retry: list[_Unit] = []
-        for unit in [] if posted else unread + batch:
+        for unit in settled:
             if failure is not None and not unit.done and unit.error is None:
                 unit.error = failure
             if _again(unit):

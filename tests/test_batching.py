@@ -15,7 +15,7 @@ import fakeredis
 import pytest
 import redis
 
-from app.batching import WorkerWrites, coalesce, pack, run_atomically
+from app.batching import MAX_UNREAD_UNITS, WorkerWrites, coalesce, pack, run_atomically
 from app.enqueue import Enqueuer
 from app.errors import BrokerUnavailable
 from app.jobs import JobRegistry
@@ -158,11 +158,14 @@ def test_posts_go_out_at_once_and_their_replies_are_read_in_order_later(server: 
     writes = WorkerWrites(client, linger_s=60)  # no flusher reading replies behind the test's back
     replies: list[Any] = []
     script = f"return redis.call('INCR', KEYS[1]) -- {uuid.uuid4()}"  # new to this Redis
-    for _ in range(50):
+    writes.post([("EVAL", script, 1, "posted")], on_done=replies.append)
+    assert replies == []  # a post does not read its own reply
+    for _ in range(199):
         writes.post([("EVAL", script, 1, "posted")], on_done=replies.append)
-    # A post reads no reply: they are read, in order, by the next exchange that waits for its own.
-    assert replies == []
-    assert writes.write([("GET", "posted")]) == b"50" and replies == list(range(1, 51))
+    # Posts read earlier replies only once many wait: never more than that are left unread.
+    assert replies == list(range(1, len(replies) + 1)) and 1 <= 200 - len(replies) <= MAX_UNREAD_UNITS
+    # An exchange that waits for its own reply reads them all first, in order.
+    assert writes.write([("GET", "posted")]) == b"200" and replies == list(range(1, 201))
     # The script was loaded before its first call, so no call had to be sent again.
     assert "errorstat_NOSCRIPT" not in client.info("errorstats")
 
