@@ -281,8 +281,9 @@ class WorkerWrites:
                 self._wake_flusher.set()  # sent by someone else meanwhile, or more came: look again
 
     def _send(self, *, post: bool = False) -> None:
-        """Send what is pending (the caller holds a lane); unless this is a post, read the
-        replies still owed on that connection, then those of this batch. Pass the lane on."""
+        """Send what is pending (the caller holds a lane); read the replies still owed on that
+        connection (a post: only once many wait), then, unless this is a post, those of this
+        batch. Pass the lane on."""
         with self._lock:
             batch, self._pending = self._load_scripts(self._pending), []
             if self._pid != current_pid():  # a forked child: the parent's connections are not ours
