@@ -76,7 +76,6 @@ class TaskQueueBroker(RedisBroker):
         self.settings = settings
         self.keys = keys
         self.enqueuer = enqueuer
-        self.log = enqueuer.log
         #: Acks and outcome records of all threads, coalesced into few round trips.
         self.writes = writes or WorkerWrites(client)
         self.in_flight = InFlight()
@@ -326,7 +325,8 @@ class WakeableConsumer(_RedisConsumer):
             return decoded  # delayed messages are only moved to their queue, never run from here
         try:
             # On this consumer's own connection: the worker threads' writes go on meanwhile.
-            counts = self.broker.client.execute_command(*self.broker.log.deliveries([m.message_id for m in messages]))
+            deliveries = self.broker.enqueuer.log.deliveries([m.message_id for m in messages])
+            counts = self.broker.client.execute_command(*deliveries)
         except (*REDIS_DOWN_ERRORS, redis.RedisError) as error:
             # Each start then waits for its own count, as it would with any other broker.
             self.logger.warning("Could not read prior deliveries (%s).", error)
