@@ -467,7 +467,7 @@ def create_broker(settings: Settings, job_registry: JobRegistry = registry) -> T
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds, scripts=True)
     client = connections.make_client(settings)
-    enqueuer = Enqueuer(registry=job_registry, keys=keys, log=log, max_retries=settings.max_retries, settings=settings)
+    enqueuer = Enqueuer.for_settings(settings, registry=job_registry, keys=keys, log=log)
     writes = WorkerWrites(client)
     return TaskQueueBroker(
         settings=settings,

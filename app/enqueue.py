@@ -44,6 +44,11 @@ class Enqueuer:
     #: ENQUEUE_SCRIPT's shared arguments by (queue as stored, job name, queue): built once.
     _shared: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
 
+    @classmethod
+    def for_settings(cls, settings: Settings, *, registry: JobRegistry, keys: Keys, log: OutcomeLog) -> Enqueuer:
+        """The enqueuer of a process configured by `settings`: its retries and its schemas' checks."""
+        return cls(registry=registry, keys=keys, log=log, max_retries=settings.max_retries, settings=settings)
+
     def message(
         self, job_name: object, data: Any, *, delay_ms: int | None = None, job_id: str | None = None
     ) -> tuple[dramatiq.Message[Any], int | None]:

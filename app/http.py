@@ -526,7 +526,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
         job_registry = registered_jobs
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
-    enqueuer = Enqueuer(registry=job_registry, keys=keys, log=log, max_retries=settings.max_retries, settings=settings)
+    enqueuer = Enqueuer.for_settings(settings, registry=job_registry, keys=keys, log=log)
     client = connections.make_async_client(settings)
     metrics_registry = CollectorRegistry()
     sync_client = connections.make_client(settings)

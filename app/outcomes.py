@@ -305,6 +305,8 @@ if ARGV[6] then
   fields[#fields + 1] = ARGV[6]
 end
 redis.call('HSET', record, unpack(fields))
+-- More than 5 keys: the queued and retrying indexes too, so not known to have started (whose
+-- `running` cleared nextRetryAt).
 if #KEYS > 5 then redis.call('HDEL', record, 'nextRetryAt') end
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
