@@ -1,4 +1,8 @@
-"""Every Redis key shape, ours and Dramatiq's, spelled in one place."""
+"""Every Redis key shape, ours and Dramatiq's, spelled in one place.
+
+Lua scripts get their keys from here too: as KEYS, or, where a script must build a key from
+a name it finds in Redis (a dead worker's id), as the prefix and suffix this module hands over.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ from dataclasses import dataclass
 #: Dramatiq's own namespace: kept as is so Dramatiq's tools still see our queues.
 BROKER_NAMESPACE = "dramatiq"
 
+#: Dramatiq's suffixes (dramatiq/brokers/redis/dispatch.lua): the delayed queue of a queue, and
+#: the dead letters of a queue.
 DELAY_SUFFIX = ".DQ"
+DEAD_LETTER_SUFFIX = ".XQ"
+MESSAGES_SUFFIX = ".msgs"
 
 
 def delay_queue(queue: str) -> str:
@@ -17,7 +25,11 @@ def delay_queue(queue: str) -> str:
 
 def canonical_queue(queue: str) -> str:
     """The queue a (possibly delayed) queue name belongs to."""
-    return queue[: -len(DELAY_SUFFIX)] if queue.endswith(DELAY_SUFFIX) else queue
+    return queue.removesuffix(DELAY_SUFFIX)
+
+
+def is_delay_queue(queue: str) -> bool:
+    return queue.endswith(DELAY_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -28,8 +40,12 @@ class Keys:
     broker_namespace: str = BROKER_NAMESPACE
 
     # --- outcome records (ours) ---
+    def job_prefix(self) -> str:
+        """What every job record's key starts with (the job id follows)."""
+        return f"{self.namespace}:job:"
+
     def job(self, job_id: str) -> str:
-        return f"{self.namespace}:job:{job_id}"
+        return self.job_prefix() + job_id
 
     @staticmethod
     def failed_job_compat(job_id: str) -> str:
@@ -46,6 +62,15 @@ class Keys:
     def enqueued_counts(self) -> str:
         """Hash of `<job>|<queue>` -> new jobs accepted, for taskqueue_jobs_enqueued_total."""
         return f"{self.namespace}:stats:enqueued"
+
+    @staticmethod
+    def enqueued_count_field(job_name: str, queue: str) -> str:
+        return f"{job_name}|{queue}"
+
+    @staticmethod
+    def parse_enqueued_count_field(field: str) -> tuple[str, str]:
+        job_name, _, queue = field.partition("|")
+        return job_name, queue
 
     def idempotency(self, key: str) -> str:
         return f"{self.namespace}:idem:{key}"
@@ -66,19 +91,24 @@ class Keys:
         return f"{self.broker_namespace}:{queue}"
 
     def queue_messages(self, queue: str) -> str:
-        return f"{self.broker_namespace}:{queue}.msgs"
+        return self.queue(queue) + MESSAGES_SUFFIX
 
     def dead_letters(self, queue: str) -> str:
-        return f"{self.broker_namespace}:{canonical_queue(queue)}.XQ"
+        return self.queue(canonical_queue(queue) + DEAD_LETTER_SUFFIX)
 
     def dead_letter_messages(self, queue: str) -> str:
-        return f"{self.broker_namespace}:{canonical_queue(queue)}.XQ.msgs"
+        return self.dead_letters(queue) + MESSAGES_SUFFIX
 
+    # A worker's ack set of a queue: prefix + broker id + suffix (a sweep builds them in Lua).
     def acks_prefix(self) -> str:
         return f"{self.broker_namespace}:__acks__."
 
+    @staticmethod
+    def acks_suffix(queue: str) -> str:
+        return f".{queue}"
+
     def acks(self, broker_id: str, queue: str) -> str:
-        return f"{self.acks_prefix()}{broker_id}.{queue}"
+        return self.acks_prefix() + broker_id + self.acks_suffix(queue)
 
     def heartbeats(self) -> str:
         return f"{self.broker_namespace}:__heartbeats__"

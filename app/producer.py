@@ -19,12 +19,15 @@ from typing import IO, Any, TextIO
 
 import redis
 
-from app import connections
-from app.batching import Started, coalesce, start_atomically
-from app.enqueue import Enqueuer, check_delay
+from app.broker.enqueue import JOB_REQUEST_FIELDS, Enqueuer, check_delay
+from app.connection.atomic import Started, start_atomically
+from app.connection.clients import make_client
+from app.connection.commands import Command, coalesce
 from app.errors import BrokerUnavailable, InvalidJobData, SettingsError, UnknownJob
-from app.jobs import JobRegistry
-from app.outcomes import Command
+from app.jobs import JobRegistry, load_job_types
+from app.keys import Keys
+from app.outcomes.log import OutcomeLog
+from app.settings import Settings
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Producer:
                 raise item
             if not isinstance(item, dict) or "jobName" not in item:
                 raise ValueError('expected a JSON object like {"jobName": "emailJob", "data": {...}}')
-            unknown = set(item) - {"jobName", "data", "delayMs"}
+            unknown = set(item) - set(JOB_REQUEST_FIELDS)
             if unknown:
                 raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
             delay = check_delay(item.get("delayMs"))
@@ -89,7 +92,7 @@ class Producer:
             self.summary.invalid.append((number, str(error)))
             self.err.write(f"line {number}: skipped: {error}\n")
             return None
-        stored, commands = self.enqueuer.commands(message, delay, sequence=sequence, as_script=True)
+        stored, commands = self.enqueuer.commands(message, delay, sequence=sequence)
         return number, stored.message_id, commands
 
     def _flush(self, batch: list[tuple[int, str, list[Command]]], started: float) -> None:
@@ -177,15 +180,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        import app.actors as actors
+        settings = Settings.from_env()
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from app.jobs import registry
-
-    settings = actors.settings
-    client = connections.make_client(settings)
-    enqueuer = actors.broker.enqueuer
+    registry = load_job_types()
+    client = make_client(settings)
+    keys = Keys(namespace=settings.namespace)
+    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
+    enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)
     ids_out = open(args.ids_out, "a") if args.ids_out else None  # noqa: SIM115 - closed below
     producer = Producer(
         enqueuer=enqueuer,

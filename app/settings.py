@@ -116,10 +116,6 @@ class Settings:
                 "(or put it in .env, see .env.example)"
             )
 
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some values changed (tests and benchmarks)."""
-        return dataclasses.replace(self, **changes)
-
     def __repr__(self) -> str:
         # Logged at times: keys and secrets show only whether they are set, URLs without their password.
         shown = []
@@ -171,6 +167,12 @@ def _redact(url: str) -> str:
         user = userinfo.partition(":")[0]
         return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
     return url
+
+
+def hand_to_prometheus_client(multiprocess_dir: Path) -> None:
+    """The one write to the process's environment: prometheus-client's multiprocess mode reads
+    its directory from PROMETHEUS_MULTIPROC_DIR and nowhere else (when a metric is created)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiprocess_dir)
 
 
 def redact_url(url: str) -> str:

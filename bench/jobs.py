@@ -9,11 +9,11 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from app import connections
-from app.enqueue import Enqueuer
+from app.broker.enqueue import Enqueuer
+from app.connection import clients as connections
 from app.jobs import JobRegistry
 from app.keys import Keys
-from app.outcomes import OutcomeLog
+from app.outcomes.log import OutcomeLog
 from app.settings import Settings
 from bench.keys import BENCH_QUEUE, NOOP
 
@@ -27,7 +27,7 @@ class OurSender:
         keys = Keys(namespace=settings.namespace)
         log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
         # The bench job types live in the worker process; here only their names are needed.
-        self.enqueuer = Enqueuer(registry=JobRegistry(), keys=keys, log=log, max_retries=settings.max_retries)
+        self.enqueuer = Enqueuer(registry=JobRegistry(), keys=keys, log=log, settings=settings)
         self.client = client
 
     def send(self, actor_name: str = NOOP, count: int = 1) -> list[str]:

@@ -15,16 +15,24 @@ import fakeredis
 import pytest
 import redis
 
-from app.batching import MAX_UNREAD_UNITS, WorkerWrites, coalesce, pack, run_atomically
-from app.enqueue import Enqueuer
+from app.broker.enqueue import Enqueuer
+from app.connection.atomic import run_atomically
+from app.connection.commands import Command, coalesce, pack
+from app.connection.worker_writes import MAX_UNREAD_UNITS, WorkerWrites
 from app.errors import BrokerUnavailable
 from app.jobs import JobRegistry
 from app.keys import Keys
-from app.outcomes import Command, OutcomeLog
+from app.outcomes.log import OutcomeLog
+from app.settings import Settings
 from tests.support.services import ROOT, RedisServer, running_redis, wait_until
 
 KEYS = Keys()
-ENQUEUER = Enqueuer(registry=JobRegistry(), keys=KEYS, log=OutcomeLog(keys=KEYS, retention_seconds=3600), max_retries=5)
+ENQUEUER = Enqueuer(
+    registry=JobRegistry(),
+    keys=KEYS,
+    log=OutcomeLog(keys=KEYS, retention_seconds=3600),
+    settings=Settings(max_retries=5),
+)
 
 
 def message(job_id: str, **options: Any) -> dramatiq.Message[Any]:
@@ -175,7 +183,7 @@ def test_a_post_reaches_redis_even_if_its_process_dies_right_after(server: Redis
     script = f"return redis.call('INCR', KEYS[1]) -- {uuid.uuid4()}"
     code = (
         "import os, signal, redis\n"
-        "from app.batching import WorkerWrites\n"
+        "from app.connection.worker_writes import WorkerWrites\n"
         f"writes = WorkerWrites(redis.Redis.from_url({server.url!r}))\n"
         f"writes.post([('EVAL', {script!r}, 1, 'started')])\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

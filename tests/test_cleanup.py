@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from app import cleanup
 from app.keys import Keys
-from app.outcomes import STATES, OutcomeLog, now_ms
+from app.outcomes import cleanup
+from app.outcomes.log import OutcomeLog
+from app.outcomes.record import STATES, now_ms
 from tests.support.periodic import send_periodic
 from tests.support.services import ROOT, Stack, wait_until
 
@@ -259,7 +260,7 @@ def test_periodiq_schedules_cleanup_job_daily_and_stops_on_sigterm(scheduler: An
 
 
 def test_periodic_messages_are_not_skipped_for_most_of_a_day() -> None:
-    from app.broker import PERIODIC_SKIP_DELAY_S
+    from app.worker import PERIODIC_SKIP_DELAY_S
 
     # Late runs still happen, and a run is never so late that it doubles the next day's.
     assert 3600 <= PERIODIC_SKIP_DELAY_S < 24 * 3600

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from app.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from app.delivery.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.support.fixed_receiver import Receiver
 from tests.support.services import Stack, free_port, wait_until
 

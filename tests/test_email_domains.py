@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, EmailStr, ValidationError
 
 import app.jobs  # noqa: F401  (memoizes the domain check, as in production)
-from app.email_domains import EmailAddress
+from app.delivery.email_domains import EmailAddress
 
 
 class Fast(BaseModel):

@@ -18,10 +18,11 @@ import httpx
 import pytest
 import redis
 
-from app.http import MAX_JSON_DEPTH, REDIS_DEADLINE_S, RETRY_AFTER_S
-from app.jobs import registry
+from app.api.body import MAX_JSON_DEPTH
+from app.api.errors import REDIS_DEADLINE_S, RETRY_AFTER_S
+from app.api.openapi import MAX_PAGE
+from app.jobs import load_job_types
 from app.keys import delay_queue
-from app.openapi import MAX_PAGE
 from app.settings import Settings
 from tests.support.accepted import KEYS, NOTHING, enqueued
 from tests.support.inprocess import api_client
@@ -30,7 +31,7 @@ from tests.support.services import ROOT, VENV_BIN, RedisServer, Stack, free_port
 pytestmark = pytest.mark.anyio
 
 API_KEY = "errors-api-key-0123456789"
-KNOWN = ", ".join(registry.names())
+KNOWN = ", ".join(load_job_types().names())
 GOOD_JOB = {"jobName": "emailJob", "data": {"email": "user@example.com"}}
 
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from app.http import MAX_JSON_DEPTH, _check_depth, _check_json
+from app.api.body import MAX_JSON_DEPTH
+from app.api.body import check_depth as _check_depth
+from app.api.body import check_json as _check_json
 
 
 def nested(depth: int, *, wide: bool) -> Any:

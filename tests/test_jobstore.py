@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
 import pydantic
 import pytest
 
-from app.enqueue import Enqueuer
+from app.broker.enqueue import Enqueuer
 from app.errors import JobStateConflict
 from app.jobs import JobRegistry, JobType
-from app.jobstore import JobStore
 from app.keys import Keys
-from app.outcomes import OutcomeLog
+from app.outcomes.log import OutcomeLog
+from app.outcomes.store import JobStore
+from app.settings import Settings
 
 KEYS = Keys()
 LOG = OutcomeLog(keys=KEYS, retention_seconds=3600)
@@ -30,9 +30,12 @@ class AnyData(pydantic.BaseModel):
 def make_store(client: Any) -> JobStore:
     registry = JobRegistry()
     for name in ("aJob", "bJob"):
-        registry.add(JobType(name=name, schema=AnyData, actor=SimpleNamespace(options={}), queue="default"))  # type: ignore[arg-type]
+        registry.add(JobType(name=name, schema=AnyData, fn=lambda job_id, data, context: None))
     return JobStore(
-        client=client, keys=KEYS, log=LOG, enqueuer=Enqueuer(registry=registry, keys=KEYS, log=LOG, max_retries=2)
+        client=client,
+        keys=KEYS,
+        log=LOG,
+        enqueuer=Enqueuer(registry=registry, keys=KEYS, log=LOG, settings=Settings(max_retries=2)),
     )
 
 

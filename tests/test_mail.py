@@ -16,7 +16,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from app import mail
+from app.delivery import mail
 from app.errors import PermanentJobError
 from tests.support.services import free_port
 

@@ -19,7 +19,8 @@ from app.errors import PermanentJobError
 from app.keys import Keys
 from app.middleware.outcomes import OutcomeRecorder
 from app.middleware.retries import DurableRetries
-from app.outcomes import UNLESS_SUPERSEDED, OutcomeLog, decode_record, now_ms
+from app.outcomes.log import UNLESS_SUPERSEDED, OutcomeLog
+from app.outcomes.record import decode_record, now_ms
 from tests.support.services import wait_until
 
 KEYS = Keys()
@@ -300,8 +301,8 @@ def test_success_records_its_attempt_even_if_its_running_was_never_written() -> 
 
 def test_the_recorder_runs_its_after_hooks_after_the_retries_middleware() -> None:
     """After-hooks run in reverse order: placed before DurableRetries, the recorder sees its verdict."""
-    from app.broker import build_middleware
     from app.settings import Settings
+    from app.worker import build_middleware
 
     kinds = [type(m) for m in build_middleware(Settings(), KEYS, LOG, fakeredis.FakeRedis())]
     assert kinds.count(OutcomeRecorder) == 1 and kinds.count(DurableRetries) == 1

@@ -9,11 +9,12 @@ import dramatiq
 import fakeredis
 import pytest
 
-from app.batching import coalesce
-from app.enqueue import Enqueuer
+from app.broker.enqueue import Enqueuer
+from app.connection.commands import Command, coalesce
 from app.jobs import JobRegistry
 from app.keys import Keys
-from app.outcomes import Command, OutcomeLog
+from app.outcomes.log import OutcomeLog
+from app.settings import Settings
 from tests.test_batching import dump, run_multi
 
 KEYS = Keys()
@@ -64,7 +65,7 @@ def test_succeeded_script_matches_its_commands(state: str, started: bool, attemp
 def test_enqueue_script_matches_its_commands(monkeypatch: pytest.MonkeyPatch, jobs: int) -> None:
     """New jobs, delayed or not, of two job types: one merged ENQUEUE_SCRIPT call leaves what
     their coalesced command lists leave (wake-up tokens included; 1,500 jobs write in chunks)."""
-    enqueuer = Enqueuer(registry=JobRegistry(), keys=KEYS, log=LISTS, max_retries=5)
+    enqueuer = Enqueuer(registry=JobRegistry(), keys=KEYS, log=LISTS, settings=Settings(max_retries=5))
     items = [(new_message(f"job-{n}", "emailJob"), None) for n in range(jobs)]
     items += [(new_message("late", "webhookJob"), 60_000), (new_message("hook", "webhookJob"), None)]
     with_lists, with_script = fakeredis.FakeRedis(), fakeredis.FakeRedis()
@@ -72,7 +73,7 @@ def test_enqueue_script_matches_its_commands(monkeypatch: pytest.MonkeyPatch, jo
     scripts: list[Command] = []
     # The same redis id both ways (it is random, and names the stored message): each one twice.
     redis_ids = iter([f"r-{n // 2}" for n in range(2 * len(items))])
-    monkeypatch.setattr("app.enqueue.new_redis_id", lambda: next(redis_ids))
+    monkeypatch.setattr("app.broker.enqueue.new_redis_id", lambda: next(redis_ids))
     for sequence, (message, delay) in enumerate(items):
         lists += enqueuer.commands(message, delay, at_ms=1_700_000_000_000, sequence=sequence)[1]
         scripts += enqueuer.commands(message, delay, at_ms=1_700_000_000_000, sequence=sequence, as_script=True)[1]
@@ -85,7 +86,7 @@ def test_enqueue_script_matches_its_commands(monkeypatch: pytest.MonkeyPatch, jo
 def test_requeued_and_moved_messages_keep_their_command_lists() -> None:
     """Only new jobs take the script: a requeue or a delayed message moved to its queue also
     changes an existing record, which the command lists do."""
-    enqueuer = Enqueuer(registry=JobRegistry(), keys=KEYS, log=LISTS, max_retries=5)
+    enqueuer = Enqueuer(registry=JobRegistry(), keys=KEYS, log=LISTS, settings=Settings(max_retries=5))
     requeued = new_message("again", "emailJob")
     requeued.options["requeue"] = True
     moved = new_message("moved", "emailJob")

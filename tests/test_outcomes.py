@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from app.keys import Keys
-from app.outcomes import FINAL_STATES, MAX_TRACEBACK_CHARS, STATES, now_ms
+from app.outcomes.record import FINAL_STATES, MAX_TRACEBACK_CHARS, STATES, now_ms
 from tests.support.receivers import fail_first
 from tests.support.services import Stack, wait_until
 

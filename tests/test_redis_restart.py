@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from app.keys import Keys
-from app.outcomes import FAILED, FINAL_STATES, QUEUED, RETRYING, RUNNING, SUCCEEDED
+from app.outcomes.record import FAILED, FINAL_STATES, QUEUED, RETRYING, RUNNING, SUCCEEDED
 from tests.support.receivers import ScriptedReceiver
 from tests.support.services import Stack, wait_until
 

@@ -30,12 +30,13 @@ import redis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-import app.actors.webhook
+import app.api.auth
+import app.api.body
 import app.http
-from app import webhooks
+from app.delivery import webhooks
 from app.errors import InvalidJobData, PermanentJobError
 from app.http import ROUTES
-from app.jobs import registry as registered_jobs
+from app.jobs import load_job_types
 from app.settings import Settings
 from tests.support.accepted import KEYS, NOTHING, QUEUES, enqueued
 from tests.support.inprocess import api_client
@@ -145,7 +146,7 @@ async def test_the_key_is_compared_in_constant_time(api: httpx.AsyncClient, monk
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(app.http.hmac, "compare_digest", spy)
+    monkeypatch.setattr(app.api.auth.hmac, "compare_digest", spy)
     await api.get("/jobs", headers={"x-api-key": "guess"})
     assert (b"guess", API_KEY.encode()) in compared
     assert (b"guess", READONLY_KEY.encode()) in compared
@@ -153,7 +154,7 @@ async def test_the_key_is_compared_in_constant_time(api: httpx.AsyncClient, monk
     assert (await api.get("/jobs", headers={"x-api-key": API_KEY})).status_code == 200
     assert compared == [(API_KEY.encode(), API_KEY.encode())]
     # And no plain comparison (==, !=, in) anywhere in the check.
-    code = app.http._authorize.__code__
+    code = app.api.auth.authorize.__code__
     assert "compare_digest" in code.co_names
     comparisons = [i.argrepr for i in dis.get_instructions(code) if i.opname in ("COMPARE_OP", "CONTAINS_OP")]
     assert comparisons == [], comparisons
@@ -408,7 +409,7 @@ async def test_sizes_are_bounded(api: httpx.AsyncClient, locked_client: redis.Re
     email = {"email": "user@example.com"}
     long_subject = {"jobName": "emailJob", "data": {**email, "subject": "s" * 999}}
     deep: Any = {}
-    for _ in range(app.http.MAX_JSON_DEPTH):
+    for _ in range(app.api.body.MAX_JSON_DEPTH):
         deep = {"a": deep}
     deep_payload = {"jobName": "webhookJob", "data": {"url": "https://example.com/", "payload": deep}}
     assert await status("POST", "/enqueue", content=b" " * 4097) == 413  # MAX_BODY_BYTES=4096 here
@@ -729,7 +730,7 @@ def test_the_worker_metrics_listen_on_metrics_host(stack: Stack) -> None:
 
 
 def test_a_job_type_validated_without_settings_allows_no_private_destination() -> None:
-    webhook = registered_jobs.get("webhookJob")
+    webhook = load_job_types().get("webhookJob")
     data = {"url": "http://10.1.2.3/hook", "payload": {}}
     with pytest.raises(InvalidJobData) as refused:
         webhook.validate(data)

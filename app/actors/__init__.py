@@ -1,25 +1,37 @@
-"""Job types. Importing this package configures the broker and registers every module in it.
+"""Job types: one module each, declared with `app.jobs.job_type` (see email.py). To add a job
+type, add a module here; the API, the producer, metrics and dashboards pick it up.
 
-`dramatiq app.actors` and `periodiq app.actors` need nothing else. To add a job type, add one
-module here that declares it with `app.jobs.job_type` (see email.py).
+This package is also the worker's entry. Imported by Dramatiq's or periodiq's command line
+(`dramatiq app.actors`, `periodiq app.actors`), it builds the one broker from the environment
+and binds every job type to it (app/worker.py); nothing else is needed. Imported by anything
+else (the API, the producer, tests: `app.jobs.load_job_types()`), it only declares.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import sys
+from pathlib import Path
 
-import dramatiq
+from app.jobs import load_job_types
 
-from app.broker import create_broker
-from app.logs import configure_logging
-from app.settings import Settings
+#: The command lines whose broker module this package is (`python -m dramatiq` runs __main__.py).
+WORKER_COMMANDS = ("dramatiq", "periodiq")
 
-# The one module-level configuration: @dramatiq.actor needs the broker at import time.
-settings = Settings.from_env()
-configure_logging(settings)
-broker = create_broker(settings)
-dramatiq.set_broker(broker)
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+def is_worker_command(argv: list[str]) -> bool:
+    """Whether this process is Dramatiq's or periodiq's command line (the worker processes it
+    forks inherit its argv)."""
+    if not argv:
+        return False
+    program = Path(argv[0])
+    return (program.parent.name if program.name == "__main__.py" else program.name) in WORKER_COMMANDS
+
+
+#: The worker's broker, when imported by Dramatiq's or periodiq's command line; else None.
+broker = None
+
+if is_worker_command(sys.argv):
+    from app.settings import Settings
+    from app.worker import start
+
+    broker = start(Settings.from_env(), load_job_types())

@@ -6,10 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import mail
-from app.actors import settings
-from app.email_domains import EmailAddress
-from app.jobs import job_type
+from app.delivery import mail
+from app.delivery.email_domains import EmailAddress
+from app.jobs import JobContext, job_type
 
 
 class EmailData(BaseModel):
@@ -25,7 +24,8 @@ class EmailData(BaseModel):
     schema=EmailData,
     example=lambda n: {"email": f"user{n}@example.com", "subject": f"Demo #{n}", "body": "Sent by the producer."},
 )
-def email_job(job_id: str, data: dict[str, Any]) -> None:
+def email_job(job_id: str, data: dict[str, Any], context: JobContext) -> None:
+    settings = context.settings
     message = mail.build_message(
         job_id=job_id,
         sender=settings.mail_from,

@@ -6,9 +6,8 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from app import webhooks
-from app.actors import settings
-from app.jobs import context_settings, job_type
+from app.delivery import webhooks
+from app.jobs import JobContext, context_settings, job_type
 
 
 class WebhookData(BaseModel):
@@ -37,7 +36,8 @@ class WebhookData(BaseModel):
     schema=WebhookData,
     example=lambda n: {"url": "https://example.com/hooks/demo", "payload": {"event": "demo", "n": n}},
 )
-def webhook_job(job_id: str, data: dict[str, Any]) -> None:
+def webhook_job(job_id: str, data: dict[str, Any], context: JobContext) -> None:
+    settings = context.settings
     webhooks.deliver(
         job_id=job_id,
         url=data["url"],

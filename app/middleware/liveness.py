@@ -23,55 +23,15 @@ from dramatiq.broker import Broker
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
-from app.enqueue import WAKE_UP_LUA, WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
+from app.broker.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
+from app.connection.scripts import lua
 from app.keys import Keys, delay_queue
-from app.outcomes import now_ms
+from app.outcomes.record import now_ms
 
 #: Heartbeat score of a worker that has stopped: swept by the next live worker at once.
 STOPPED = 0
 
-# ARGV: now, cutoff (workers whose stamp is at or below it are dead), heartbeats, acks prefix,
-#       broker key prefix, job record prefix, wake-up key prefix, wake-up tokens, wake-up ttl,
-#       queue names...
-SWEEP_DEAD_WORKERS = (
-    WAKE_UP_LUA
-    + """
-local now, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2])
-local heartbeats, acks_prefix, queue_prefix = ARGV[3], ARGV[4], ARGV[5]
-local record_prefix, wakeup_prefix = ARGV[6], ARGV[7]
-local tokens, ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
-local moved = 0
-local dead = redis.call('ZRANGEBYSCORE', heartbeats, 0, cutoff)
-for _, worker in ipairs(dead) do
-  for i = 10, #ARGV do
-    local queue = ARGV[i]
-    local acks = acks_prefix .. worker .. '.' .. queue
-    local ids = redis.call('SMEMBERS', acks)
-    for _, id in ipairs(ids) do
-      local body = redis.call('HGET', queue_prefix .. queue .. '.msgs', id)
-      if body then
-        redis.call('RPUSH', queue_prefix .. queue, id)
-        moved = moved + 1
-        local ok, message = pcall(cjson.decode, body)
-        if ok and type(message) == 'table' and message['message_id'] then
-          local record = record_prefix .. message['message_id']
-          if redis.call('EXISTS', record) == 1 then
-            redis.call('HINCRBY', record, 'redeliveries', 1)
-            redis.call('HSET', record, 'redeliveredAt', now)
-          end
-        end
-      end
-    end
-    if #ids > 0 then
-      redis.call('DEL', acks)
-      wake_up(wakeup_prefix .. queue, tokens, ttl)
-    end
-  end
-  redis.call('ZREM', heartbeats, worker)
-end
-return moved
-"""
-)
+SWEEP_DEAD_WORKERS = lua("wake_up", "sweep_dead_workers")
 
 
 class Liveness(Middleware):
@@ -152,23 +112,16 @@ class Liveness(Middleware):
         queues: set[str] = set()
         for queue in broker.get_declared_queues():
             queues.update((queue, delay_queue(queue)))
+        per_queue: list[str] = []
+        for queue in sorted(queues):
+            keys = self.keys
+            per_queue += [keys.acks_suffix(queue), keys.queue(queue), keys.queue_messages(queue), keys.wakeup(queue)]
         now = now_ms()
-        return int(
-            self.sweep(
-                args=[
-                    now,
-                    self.cutoff(now) if cutoff is None else cutoff,
-                    self.keys.heartbeats(),
-                    self.keys.acks_prefix(),
-                    self.keys.queue(""),
-                    self.keys.job(""),
-                    self.keys.wakeup(""),
-                    WAKEUP_TOKENS,
-                    WAKEUP_TTL_SECONDS,
-                    *sorted(queues),
-                ]
-            )
-        )
+        args: list[str | int] = [
+            now, self.cutoff(now) if cutoff is None else cutoff, self.keys.heartbeats(), self.keys.acks_prefix(),
+            self.keys.job_prefix(), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, *per_queue,
+        ]  # fmt: skip
+        return int(self.sweep(args=args))
 
 
 def _broker_id(broker: Broker) -> str:

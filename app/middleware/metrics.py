@@ -22,9 +22,10 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
-from app.enqueue import RUNNABLE_AT
+from app.broker.enqueue import RUNNABLE_AT
+from app.broker.messages import delivery_key, job_queue
 from app.pid import current_pid
-from app.settings import Settings
+from app.settings import Settings, hand_to_prometheus_client
 
 OUTCOMES = ("succeeded", "retried", "failed", "skipped")
 #: How often a worker process writes its metric updates to its metrics file.
@@ -66,7 +67,7 @@ def prepare_run_directory(base: Path, main_pid: int) -> Path:
 
 
 def _use_multiprocess_dir(run: Path) -> None:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run)
+    hand_to_prometheus_client(run)
     from prometheus_client import values
 
     # Value storage in the files (prometheus_client may have been imported before the directory
@@ -160,12 +161,12 @@ class WorkerMetrics(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if not self.enabled:
             return
-        series = self._series(message.actor_name, _queue(message))
+        series = self._series(message.actor_name, job_queue(message))
         now = time.time()
         runnable_at = message.options.get(RUNNABLE_AT, message.message_timestamp)
         self._pending.observe(series.wait, max(0.0, now - int(runnable_at) / 1000))
         self._pending.add(series.in_progress, 1)
-        self._started[_key(message)] = time.perf_counter()
+        self._started[delivery_key(message)] = time.perf_counter()
 
     def after_process_message(
         self,
@@ -185,9 +186,9 @@ class WorkerMetrics(Middleware):
             self._finish(message, "failed" if message.failed else "skipped")
 
     def _finish(self, message: MessageProxy, outcome: str) -> None:
-        job, queue = message.actor_name, _queue(message)
+        job, queue = message.actor_name, job_queue(message)
         series = self._series(job, queue)
-        started = self._started.pop(_key(message), None)
+        started = self._started.pop(delivery_key(message), None)
         if started is not None:
             self._pending.observe(series.duration, time.perf_counter() - started)
             self._pending.add(series.in_progress, -1)
@@ -283,11 +284,3 @@ def serve_worker_metrics() -> int:
     )
     while True:
         time.sleep(3600)
-
-
-def _key(message: MessageProxy) -> str:
-    return str(message.options.get("redis_message_id") or message.message_id)
-
-
-def _queue(message: MessageProxy) -> str:
-    return message.queue_name.removesuffix(".DQ")

@@ -8,27 +8,25 @@ state unwritten. A failed write is logged and counted; it never fails the job.
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 import traceback as tb
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import dramatiq
 import redis
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware, SkipMessage
 
-from app import connections
-from app.batching import WorkerWrites
-from app.broker import FetchedMessage
-from app.enqueue import job_data
+from app.broker.enqueue import COMPACT_JSON, job_data
+from app.broker.messages import FetchedMessage, delivery_key, job_queue
+from app.connection.commands import Command
+from app.connection.worker_writes import WorkerWrites
 from app.errors import BrokerUnavailable
 from app.middleware.retries import NEXT_RETRY_AT, RETRY_LOST
-from app.outcomes import Command, OutcomeLog, now_ms
+from app.outcomes.log import OutcomeLog
+from app.outcomes.record import FAILED, RETRYING, SKIPPED, SUCCEEDED, now_ms
 
 MAX_TRACEBACK_LINES = 12
 
@@ -56,18 +54,16 @@ class OutcomeRecorder(Middleware):
         self,
         *,
         log: OutcomeLog,
-        client: redis.Redis,
+        writes: WorkerWrites,
         max_crash_deliveries: int,
         on_write_error: Callable[[], None] = lambda: None,
-        writes: WorkerWrites | None = None,
     ) -> None:
         self.logger = get_logger(__name__, type(self))
-        #: With our broker, writes are coalesced with those of the other threads (and final
-        #: ones sent after the ack, without waiting); without it, each is a pipeline of its own.
+        #: Writes coalesced with those of the other threads (final ones sent after the ack,
+        #: without waiting).
         self.writes = writes
         self.on_write_error = on_write_error
         self.log = log
-        self.client = client
         self.max_crash_deliveries = max_crash_deliveries
         self.write_errors = 0
         self._started: dict[str, tuple[int, int]] = {}
@@ -79,32 +75,36 @@ class OutcomeRecorder(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         started = now_ms()
         attempt = int(message.options.get("retries", 0)) + 1
-        key = _key(message)
+        key = delivery_key(message)
         self._started[key] = (started, attempt)
         running = self.log.running(
             job_id=message.message_id,
             job_name=message.actor_name,
-            queue=_queue(message),
+            queue=job_queue(message),
             attempt=attempt,
             at_ms=started,
         )
         prior = message.prior_deliveries if isinstance(message, FetchedMessage) else None
-        if prior is not None and self.writes is not None:
+        if prior is not None:
             # Sent before the job runs (a job that kills its process is counted), but not waited
             # for: the count it returns is known from the fetch. Tried until Redis takes it.
-            self.writes.post(running, on_failure=lambda error: self._start_lost(key, error))
+            self.writes.post([running], on_failure=lambda error: self._start_lost(key, error))
             deliveries = prior + 1
         else:
-            results = self._write(running)
-            if not results:
-                self._uncounted.add(key)
-            deliveries = int(results[-1]) if results else 1
+            # The fetch could not read it: this start waits for its own count.
+            try:
+                deliveries = int(self.writes.write([running]))
+            except (BrokerUnavailable, redis.RedisError) as error:
+                self._start_lost(key, error)
+                deliveries = 1
         if deliveries > self.max_crash_deliveries:
             message.fail()
-            raise CrashLoop(
+            reason = (
                 f"attempt {attempt} was delivered {deliveries} times without finishing: its worker process "
                 f"died each time (crash loop), so the job is failed instead of retried"
             )
+            self._verdicts[key] = _Verdict(FAILED, attempt, None, f"{CrashLoop.__name__}: {reason}")
+            raise CrashLoop(reason)
 
     def after_process_message(
         self,
@@ -114,28 +114,30 @@ class OutcomeRecorder(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        started, attempt = self._started.pop(_key(message), (now_ms(), 1))
+        key = delivery_key(message)
+        started, attempt = self._started.pop(key, (now_ms(), 1))
         duration = now_ms() - started
         if exception is None:
-            self._verdicts[_key(message)] = _Verdict("succeeded", attempt, duration)
+            self._verdicts[key] = _Verdict(SUCCEEDED, attempt, duration)
             return
         error = f"{type(exception).__name__}: {exception}"
         trace = "".join(tb.format_exception(exception, limit=MAX_TRACEBACK_LINES))
         if message.failed:
             if message.options.get(RETRY_LOST):
                 error += " (its retry could not be scheduled: Redis was unavailable)"
-            self._verdicts[_key(message)] = _Verdict("failed", attempt, duration, error, trace)
+            self._verdicts[key] = _Verdict(FAILED, attempt, duration, error, trace)
             return
         next_retry = int(message.options.get(NEXT_RETRY_AT, 0))
-        self._verdicts[_key(message)] = _Verdict("retrying", attempt, duration, error, trace, next_retry)
+        self._verdicts[key] = _Verdict(RETRYING, attempt, duration, error, trace, next_retry)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        _, attempt = self._started.pop(_key(message), (0, int(message.options.get("retries", 0)) + 1))
+        key = delivery_key(message)
+        _, attempt = self._started.pop(key, (0, int(message.options.get("retries", 0)) + 1))
         if not message.failed:
-            self._verdicts[_key(message)] = _Verdict("skipped", attempt, None, "skipped: periodic run too late")
+            self._verdicts[key] = _Verdict(SKIPPED, attempt, None, "skipped: periodic run too late")
 
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
-        verdict = self._verdicts.pop(_key(message), None)
+        verdict = self._verdicts.pop(delivery_key(message), None)
         if verdict is None:
             return  # a delayed message moved to its queue: not an attempt
         ids: dict[str, Any] = {
@@ -144,87 +146,66 @@ class OutcomeRecorder(Middleware):
             "at_ms": verdict.finished_at_ms,
         }
         commands: list[Command]
-        if verdict.state == "succeeded":
-            commands = self.log.succeeded(
-                duration_ms=verdict.duration_ms or 0,
-                attempt=verdict.attempt,
-                started=_key(message) not in self._uncounted,
-                **ids,
-            )
-        elif verdict.state == "retrying":
-            commands = self.log.retrying(
-                attempt=verdict.attempt,
-                error=verdict.error,
-                traceback=verdict.traceback,
-                next_retry_at_ms=verdict.next_retry_at_ms,
-                duration_ms=verdict.duration_ms or 0,
-                **ids,
-            )
+        if verdict.state == SUCCEEDED:
+            commands = [
+                self.log.succeeded(
+                    duration_ms=verdict.duration_ms or 0,
+                    attempt=verdict.attempt,
+                    started=delivery_key(message) not in self._uncounted,
+                    **ids,
+                )
+            ]
+        elif verdict.state == RETRYING:
+            commands = [
+                self.log.retrying(
+                    attempt=verdict.attempt,
+                    error=verdict.error,
+                    traceback=verdict.traceback,
+                    next_retry_at_ms=verdict.next_retry_at_ms,
+                    duration_ms=verdict.duration_ms or 0,
+                    **ids,
+                )
+            ]
         else:
             commands = self.log.skipped(reason=verdict.error, **ids)
-        self._write(self._counted(message, commands), retry=True)
+        self._write_final(message, commands)
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
-        verdict = self._verdicts.pop(_key(message), None)
+        verdict = self._verdicts.pop(delivery_key(message), None)
         if verdict is None:
-            # Failed before or instead of running: a crash loop, an unknown actor, a lost retry.
-            exception = message._exception
+            # Failed before running, without a verdict of ours (an unknown actor, a message
+            # another middleware failed): Dramatiq keeps the error on the message.
+            exception = failure_of(message)
             error = f"{type(exception).__name__}: {exception}" if exception else "dead-lettered"
-            attempt = int(message.options.get("retries", 0)) + 1
-            verdict = _Verdict("failed", attempt, None, error, "")
-        data = job_data(message)
+            verdict = _Verdict(FAILED, int(message.options.get("retries", 0)) + 1, None, error, "")
         failed = self.log.failed(
             job_id=message.message_id,
             job_name=message.actor_name,
-            queue=_queue(message),
+            queue=job_queue(message),
             error=verdict.error,
             traceback=verdict.traceback,
             attempts=verdict.attempt,
-            data_json=json.dumps(data, separators=(",", ":"), default=str),
+            data_json=COMPACT_JSON.encode(job_data(message)),
             dead_letter_id=message.options.get("redis_message_id", ""),
             duration_ms=verdict.duration_ms,
             at_ms=verdict.finished_at_ms,
         )
-        self._write(self._counted(message, failed), retry=True)
+        self._write_final(message, failed)
 
     def _start_lost(self, key: str, error: BaseException) -> None:
-        """A posted start that Redis refused for good: its final write counts the execution."""
+        """A start that Redis refused for good: its final write counts the execution."""
         self._uncounted.add(key)
         self._count_failure(error)
 
-    def _counted(self, message: MessageProxy, commands: list[Command]) -> list[Command]:
-        """A final write, plus the execution its `running` write could not count (Redis was down):
-        a job run while Redis was away still shows in `executions`."""
-        if _key(message) not in self._uncounted:
-            return commands
-        self._uncounted.discard(_key(message))
-        return [*commands, ("HINCRBY", self.log.keys.job(message.message_id), "executions", 1)]
-
-    def _write(self, commands: list[Command], *, retry: bool = False) -> list[Any]:
-        if self.writes is not None:
-            return self._write_coalesced(self.writes, commands, final=retry)
-        for attempt in range(3 if retry else 1):
-            try:
-                return connections.execute(self.client, commands)
-            except BrokerUnavailable as error:
-                failure: Exception = error
-            except redis.RedisError as error:
-                failure = error
-            if attempt < 2 and retry:
-                time.sleep(0.2 * (attempt + 1))
-        self._count_failure(failure)
-        return []
-
-    def _write_coalesced(self, writes: WorkerWrites, commands: list[Command], *, final: bool) -> list[Any]:
-        if final:
-            # Queued behind this message's ack, and tried until Redis takes it, like the ack.
-            writes.defer(commands, on_failure=self._count_failure)
-            return []
-        try:
-            return [writes.write(commands)]  # the reply of the last command is all one needs
-        except (BrokerUnavailable, redis.RedisError) as error:
-            self._count_failure(error)
-            return []
+    def _write_final(self, message: MessageProxy, commands: list[Command]) -> None:
+        """A final write, queued behind this message's ack and tried until Redis takes it, like
+        the ack; plus the execution its `running` write could not count (Redis was down): a job
+        run while Redis was away still shows in `executions`."""
+        key = delivery_key(message)
+        if key in self._uncounted:
+            self._uncounted.discard(key)
+            commands = [*commands, self.log.counted_execution(message.message_id)]
+        self.writes.defer(commands, on_failure=self._count_failure)
 
     def _count_failure(self, failure: BaseException) -> None:
         with self._lock:
@@ -233,9 +214,9 @@ class OutcomeRecorder(Middleware):
         self.logger.warning("Could not write the outcome log (%s); the job itself is unaffected.", failure)
 
 
-def _key(message: MessageProxy | dramatiq.Message[Any]) -> str:
-    return str(message.options.get("redis_message_id") or message.message_id)
-
-
-def _queue(message: MessageProxy) -> str:
-    return message.queue_name.removesuffix(".DQ")
+def failure_of(message: MessageProxy) -> BaseException | None:
+    """The exception Dramatiq stuffed into a message (`MessageProxy.stuff_exception`): it has no
+    public reader, so this reads its attribute, whose shape tests/broker/test_dramatiq_internals.py
+    checks."""
+    exception = getattr(message, "_exception", None)
+    return exception if isinstance(exception, BaseException) else None

@@ -1,26 +1,25 @@
-"""Dramatiq's Retries, with a retry that is never silently dropped.
+"""Dramatiq's Retries, with a retry that is never silently dropped and that acks its delivery.
 
-Stock Retries enqueues the retry inside an after-hook whose errors Dramatiq swallows; the
-original message is then acked, so a Redis outage at that moment loses the job (dramatiq
-PR #545). Here the retry is enqueued until Redis answers or a deadline passes; past the
-deadline the message is failed, so it is dead-lettered (the nack itself waits for Redis).
+The decision (throws, max_retries, retry_when, on_retry_exhausted, backoff, `Retry(delay=)`)
+is Dramatiq's own: this subclass changes only how the retry is enqueued. Stock Retries enqueues
+it inside an after-hook whose errors Dramatiq swallows, and the original message is then acked:
+a Redis outage at that moment loses the job (dramatiq PR #545). Here the retry is enqueued
+until Redis answers or a deadline passes; past the deadline the message is failed, so it is
+dead-lettered (the nack itself waits for Redis). And the retry is scheduled in the same
+transaction that acks the failed delivery, so a worker killed in between cannot leave both.
 """
 
 from __future__ import annotations
 
 import time
-import traceback
-from typing import Any, cast
+from typing import Any
 
 from dramatiq import Message
 from dramatiq.broker import Broker, MessageProxy
-from dramatiq.common import compute_backoff
-from dramatiq.errors import Retry
 from dramatiq.middleware import Retries
-from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
 from app.errors import BrokerUnavailable
-from app.outcomes import now_ms
+from app.outcomes.record import now_ms
 
 #: Option set on a message whose retry could not be scheduled before the deadline.
 RETRY_LOST = "retry_enqueue_failed"
@@ -28,7 +27,7 @@ NEXT_RETRY_AT = "next_retry_at"
 
 
 class DurableRetries(Retries):
-    """`max_retries` retries with exponential backoff and jitter; permanent errors fail at once."""
+    """Dramatiq's Retries (every option of it), whose retry waits out a Redis outage."""
 
     def __init__(
         self,
@@ -37,8 +36,9 @@ class DurableRetries(Retries):
         min_backoff: int,
         max_backoff: int,
         enqueue_deadline_ms: int,
+        **options: Any,
     ) -> None:
-        super().__init__(max_retries=max_retries, min_backoff=min_backoff, max_backoff=max_backoff)
+        super().__init__(max_retries=max_retries, min_backoff=min_backoff, max_backoff=max_backoff, **options)
         self.enqueue_deadline_ms = enqueue_deadline_ms
 
     def after_process_message(
@@ -49,47 +49,25 @@ class DurableRetries(Retries):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        if exception is None:
-            return
-        actor = broker.get_actor(message.actor_name)
-        throws = message.options.get("throws") or actor.options.get("throws")
-        if throws and isinstance(exception, throws):
-            self.logger.info("Job %s failed with a permanent error; not retried.", message.message_id)
-            message.fail()
-            return
+        # Dramatiq's decision; its one call of `broker.enqueue`, the retry, comes to `_retry`.
+        super().after_process_message(
+            _RetryingBroker(broker, self, message), message, result=result, exception=exception
+        )
 
-        retries = message.options.setdefault("retries", 0)
-        max_retries = message.options.get("max_retries", actor.options.get("max_retries", self.max_retries))
-        message.options["retries"] = retries + 1
-        message.options["traceback"] = traceback.format_exc(limit=30)
-        message.options["requeue_timestamp"] = now_ms()
-        if max_retries is not None and retries >= max_retries:
-            self.logger.warning("Retries exceeded for job %s.", message.message_id)
-            message.fail()
-            return
-
-        if isinstance(exception, Retry) and exception.delay is not None:
-            delay = exception.delay
-        else:
-            min_backoff = message.options.get("min_backoff", actor.options.get("min_backoff", self.min_backoff))
-            max_backoff = message.options.get("max_backoff", actor.options.get("max_backoff", self.max_backoff))
-            _, delay = compute_backoff(retries, factor=min_backoff, max_backoff=min(max_backoff, DEFAULT_MAX_BACKOFF))
-
-        if self._enqueue_until_deadline(broker, message, delay):
-            message.options[NEXT_RETRY_AT] = now_ms() + delay
-        else:
-            message.options[RETRY_LOST] = True
-            message.fail()
-
-    def _enqueue_until_deadline(self, broker: Broker, message: MessageProxy, delay: int) -> bool:
+    def retry(self, broker: Broker, message: MessageProxy, delay: int) -> None:
+        """Enqueue the retry (acking this delivery with it, where the broker can), trying until
+        Redis answers or the deadline passes; past it, fail the message."""
         deadline = time.monotonic() + self.enqueue_deadline_ms / 1000
         pause = 0.1
+        enqueue_retry = getattr(broker, "enqueue_retry", None)
         while True:
             try:
-                # The proxy stands in for its message, as in Dramatiq's own Retries.
-                broker.enqueue(cast(Message[Any], message), delay=delay)
-                self.logger.info("Retrying job %s in %d ms.", message.message_id, delay)
-                return True
+                if enqueue_retry is not None:
+                    enqueue_retry(message, delay=delay)
+                else:  # not our broker (unit tests with a StubBroker)
+                    broker.enqueue(message, delay=delay)  # type: ignore[arg-type]
+                message.options[NEXT_RETRY_AT] = now_ms() + delay
+                return
             except BrokerUnavailable as error:
                 if time.monotonic() + pause > deadline:
                     self.logger.error(
@@ -97,7 +75,28 @@ class DurableRetries(Retries):
                         message.message_id,
                         error,
                     )
-                    return False
+                    message.options[RETRY_LOST] = True
+                    message.fail()
+                    return
                 self.logger.warning("Redis unavailable while scheduling a retry; trying again: %s", error)
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+
+class _RetryingBroker:
+    """The broker as Dramatiq's Retries sees it for one message: everything as it is, except
+    that enqueuing that message (its retry) goes through `DurableRetries.retry`."""
+
+    def __init__(self, broker: Broker, retries: DurableRetries, message: MessageProxy) -> None:
+        self._broker = broker
+        self._retries = retries
+        self._message = message
+
+    def enqueue(self, message: Message[Any] | MessageProxy, *, delay: int | None = None) -> None:
+        if message is self._message and delay is not None:
+            self._retries.retry(self._broker, self._message, delay)
+        else:
+            self._broker.enqueue(message, delay=delay)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import redis
 
 from app.keys import Keys, delay_queue
-from app.outcomes import FINAL_STATES
+from app.outcomes.record import FINAL_STATES
 
 QUEUES = ("default",)
 

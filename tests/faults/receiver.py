@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from app.webhooks import DELIVERY_HEADER
+from app.delivery.webhooks import DELIVERY_HEADER
 
 #: Upper bound on any hold, so that a forgotten release never hangs a test.
 MAX_HOLD_S = 60.0

@@ -12,11 +12,14 @@ import dramatiq
 import pytest
 import redis
 
-from app.broker import FetchedMessage, InFlight, TaskQueueBroker, create_broker
+from app.broker.broker import TaskQueueBroker
+from app.broker.consumer import InFlight
+from app.broker.messages import FetchedMessage
 from app.keys import Keys
 from app.middleware.liveness import STOPPED, Liveness
-from app.outcomes import now_ms
+from app.outcomes.record import now_ms
 from app.settings import Settings
+from app.worker import create_broker
 from tests.support.services import RedisServer, wait_until
 
 pytestmark = pytest.mark.fault

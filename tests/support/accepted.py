@@ -6,14 +6,13 @@ from typing import Any
 
 import redis
 
-import app.actors  # noqa: F401  (registers the job types whose queues are listed here)
-from app.jobs import registry
+from app.jobs import load_job_types
 from app.keys import Keys, delay_queue
 from app.settings import Settings
 
 KEYS = Keys(namespace=Settings.namespace)
 #: Every queue of the registered job types, and its delay queue.
-QUEUES = sorted({q for t in registry for q in (t.queue, delay_queue(t.queue))})
+QUEUES = sorted({q for t in load_job_types() for q in (t.queue, delay_queue(t.queue))})
 #: `enqueued` of a Redis nothing was enqueued into.
 NOTHING: tuple[Any, ...] = ([], [0] * len(QUEUES), [0] * len(QUEUES), 0)
 

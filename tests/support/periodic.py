@@ -6,11 +6,12 @@ import dramatiq
 import pendulum
 import redis
 
-from app import connections
-from app.enqueue import Enqueuer
+from app.broker.enqueue import Enqueuer
+from app.connection import clients as connections
 from app.jobs import JobRegistry
 from app.keys import Keys
-from app.outcomes import OutcomeLog
+from app.outcomes.log import OutcomeLog
+from app.settings import Settings
 
 
 def send_periodic(
@@ -25,7 +26,7 @@ def send_periodic(
         registry=JobRegistry(),
         keys=keys,
         log=OutcomeLog(keys=keys, retention_seconds=7 * 86_400),
-        max_retries=max_retries,
+        settings=Settings(max_retries=max_retries),
     )
     scheduled_at = pendulum.now().subtract(seconds=late_by_s)
     message = dramatiq.Message(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from app.webhooks import DELIVERY_HEADER
+from app.delivery.webhooks import DELIVERY_HEADER
 
 Script = Callable[[str, int, str], int]
 

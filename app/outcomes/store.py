@@ -5,42 +5,27 @@ from __future__ import annotations
 import builtins
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio
 from redis.exceptions import WatchError
 
-from app.enqueue import Enqueuer
+from app.connection.commands import Command, run_commands
 from app.errors import InvalidJobData, JobNotFound, JobStateConflict, UnknownJob
 from app.keys import Keys
-from app.outcomes import FAILED, FINAL_STATES, Command, OutcomeLog, decode_record, run_commands
+from app.outcomes.log import OutcomeLog
+from app.outcomes.record import FAILED, FINAL_STATES, decode_record, public
 
 #: Index entries read at once while passing over entries an earlier page showed.
 MAX_CHUNK = 1_000
 
-PUBLIC_FIELDS = (
-    "jobId",
-    "jobName",
-    "queue",
-    "state",
-    "attempts",
-    "maxRetries",
-    "enqueuedAt",
-    "startedAt",
-    "finishedAt",
-    "durationMs",
-    "error",
-    "nextRetryAt",
-    "runAt",
-    "executions",
-    "redeliveries",
-    "requeues",
-)
 
+class Requeuer(Protocol):
+    """What puts a finished job back on its queue (app/broker/enqueue.py's Enqueuer)."""
 
-def public(record: dict[str, Any]) -> dict[str, Any]:
-    """A record as `GET /jobs/{id}` shows it (timestamps in ms since the epoch)."""
-    return {name: record.get(name) for name in PUBLIC_FIELDS}
+    def requeue_commands(self, job_name: object, data: Any, job_id: str) -> tuple[str, builtins.list[Command]]:
+        """The job's queue, and the commands that put the job back on it."""
+        ...
 
 
 @dataclass
@@ -50,13 +35,13 @@ class JobStore:
     client: redis.asyncio.Redis
     keys: Keys
     log: OutcomeLog
-    enqueuer: Enqueuer
+    enqueuer: Requeuer
 
     async def get(self, job_id: str) -> dict[str, Any]:
         raw = await self.client.hgetall(self.keys.job(job_id))
         if not raw:
             raise JobNotFound(job_id)
-        return _decode(raw)
+        return decode_record(raw)
 
     async def list(
         self, *, state: str | None, job_name: str | None, limit: int, cursor: tuple[int, str] | None
@@ -81,7 +66,7 @@ class JobStore:
                     return records, _format_cursor(last)
                 last = entry
                 if raw:  # an entry whose record has expired is passed over
-                    records.append(public(_decode(raw)))
+                    records.append(public(decode_record(raw)))
             if len(entries) < chunk:
                 return records, None
             lowest = entries[-1][0]
@@ -167,10 +152,8 @@ class JobStore:
         return done
 
     def _requeue_commands(self, record: dict[str, Any]) -> builtins.list[Command]:
-        message, _ = self.enqueuer.message(record["jobName"], record["data"] or {}, job_id=record["jobId"])
-        message = message.copy(options={"requeue": True})
-        _, commands = self.enqueuer.commands(message, None)
-        return commands + self._dead_letter_removal(record, default_queue=message.queue_name)
+        queue, commands = self.enqueuer.requeue_commands(record["jobName"], record["data"] or {}, record["jobId"])
+        return commands + self._dead_letter_removal(record, default_queue=queue)
 
     def _delete_commands(self, record: dict[str, Any]) -> builtins.list[Command]:
         return self.log.delete(record["jobId"], record["jobName"]) + self._dead_letter_removal(record)
@@ -188,12 +171,6 @@ class JobStore:
     async def delete_many(self, *, job_name: str | None, batch_size: int, max_jobs: int) -> int:
         """Delete failed jobs, oldest failures first, in bounded batches; returns how many."""
         return await self._each_failed(self.delete, job_name=job_name, batch_size=batch_size, max_jobs=max_jobs)
-
-
-def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
-    record = decode_record(raw)
-    record["redeliveries"] = int(raw.get(b"redeliveries", 0))
-    return record
 
 
 def _format_cursor(entry: tuple[int, str] | None) -> str | None:

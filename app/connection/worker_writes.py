@@ -1,18 +1,9 @@
-"""Coalescing Redis writes into few round trips.
-
-`WriteBatcher` (the API): while one write is in flight, the writes of requests that arrive
-meanwhile gather; they go together in the next one, one atomic Lua call (new jobs' calls of
-ENQUEUE_SCRIPT merge into one). An idle API adds no delay: the first request is sent at once.
-
-`WorkerWrites` (a worker process): the outcome records and acks of all its threads, the same
-way, with acks and final outcomes sent along with the next write instead of on their own, and a
-job's start sent before it runs without waiting for Redis's reply.
-"""
+"""A worker process's Redis writes: the outcome records and acks of all its threads, coalesced
+into few round trips, with acks and final outcomes sent along with the next write instead of on
+their own, and a job's start sent before it runs without waiting for Redis's reply."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import threading
 import time
@@ -20,80 +11,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
-import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from app.connections import REDIS_DOWN_ERRORS
+from app.connection.clients import REDIS_DOWN_ERRORS, unavailable
+from app.connection.commands import Command, by_sha, pack
 from app.errors import BrokerUnavailable
-from app.outcomes import Command, run_commands
 from app.pid import current_pid
 
-#: Upper bound on commands in one pipeline, so a burst does not build one huge transaction.
-MAX_COMMANDS_PER_FLUSH = 20_000
 #: A post reads the replies of earlier units once this many wait.
 MAX_UNREAD_UNITS = 32
-
-
-class WriteBatcher:
-    """Runs each submitted command list exactly once, batched with its concurrent neighbours."""
-
-    def __init__(self, client: redis.asyncio.Redis, *, timeout_s: float) -> None:
-        self.client = client
-        self.timeout_s = timeout_s
-        self._pending: list[tuple[Sequence[Command], asyncio.Future[None]]] = []
-        self._flushing = False
-
-    async def submit(self, commands: Sequence[Command]) -> None:
-        """Once Redis has run `commands` (with others, in one transaction)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((commands, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.create_task(self._flush_all())
-        await future
-
-    async def _flush_all(self) -> None:
-        try:
-            while self._pending:
-                batch: list[tuple[Sequence[Command], asyncio.Future[None]]] = []
-                size = 0
-                while self._pending and (not batch or size + len(self._pending[0][0]) <= MAX_COMMANDS_PER_FLUSH):
-                    item = self._pending.pop(0)
-                    batch.append(item)
-                    size += len(item[0])
-                await self._flush(batch)
-        finally:
-            self._flushing = False
-
-    async def _flush(self, batch: list[tuple[Sequence[Command], asyncio.Future[None]]]) -> None:
-        # One transaction: coalesced (a request's dozen commands shrink to about two, the rest
-        # shared with its neighbours) and sent as one Lua call, whose one reply is all to read.
-        commands = coalesce([command for commands, _ in batch for command in commands])
-        try:
-            if len(commands) > 1 and any(command[0] in _SCRIPT_COMMANDS for command in commands):
-                async with self.client.pipeline(transaction=True) as pipeline:
-                    run_commands(pipeline, commands)
-                    await asyncio.wait_for(pipeline.execute(), self.timeout_s)
-            else:
-                await asyncio.wait_for(run_atomically_async(self.client, commands), self.timeout_s)
-        except (TimeoutError, *REDIS_DOWN_ERRORS) as error:
-            failure = BrokerUnavailable(f"Redis is unavailable ({type(error).__name__}: {error})")
-            failure.__cause__ = error
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            return
-        except Exception as error:  # a bug or a Redis error reply: fail these requests, not the loop
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
-
-
-_SCRIPT_COMMANDS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+#: Round trips under way at once: one, so that units go out in the order they were submitted.
+LANES = 1
 
 
 class _Unit:
@@ -116,7 +44,7 @@ class _Unit:
         self.commands = commands
         self.script: str | None = commands[0][1] if len(commands) == 1 and commands[0][0] == "EVAL" else None
         if len(commands) == 1:
-            self.packed, self.replies = pack([_by_sha(commands[0])]), 1
+            self.packed, self.replies = pack([by_sha(commands[0])]), 1
         else:
             self.packed, self.replies = pack([("MULTI",), *commands, ("EXEC",)]), len(commands) + 2
         self.deferred = deferred
@@ -140,20 +68,16 @@ class WorkerWrites:
     unit that need not hold up its thread (an ack, a final outcome), sent with the next `write`
     or within `linger_s`; `post` sends one now and does not wait for its reply, which is read by
     the next exchange that waits for its own, a post once `MAX_UNREAD_UNITS` wait, or within
-    `linger_s`. Units go out in the order they were submitted,
-    each atomic (a single command, typically a transition's script, or a MULTI/EXEC block), on a
-    connection of their own, and their replies are read without redis-py's per-call layers.
-    A thread sends at once, with everything waiting, unless `lanes` round trips are already
-    under way; then its unit waits and goes with the next, sent by the first of the waiting
-    threads. A deferred unit that Redis does not take is tried again: `attempts` times, or until
-    it goes through.
+    `linger_s`. Units go out in the order they were submitted, each atomic (a single command,
+    typically a transition's script, or a MULTI/EXEC block), on a connection of their own, and
+    their replies are read without redis-py's per-call layers. A thread sends at once, with
+    everything waiting, unless a round trip is already under way; then its unit waits and goes
+    with the next, sent by the first of the waiting threads. A deferred unit that Redis does not
+    take is tried again: `attempts` times, or until it goes through.
     """
 
-    def __init__(
-        self, client: redis.Redis, *, lanes: int = 1, linger_s: float = 0.002, max_pause_s: float = 2.0
-    ) -> None:
+    def __init__(self, client: redis.Redis, *, linger_s: float = 0.002, max_pause_s: float = 2.0) -> None:
         self.client = client
-        self.lanes = lanes
         self.linger_s = linger_s
         self.max_pause_s = max_pause_s
         self.logger = logging.getLogger(__name__)
@@ -178,7 +102,7 @@ class WorkerWrites:
         unit.waiter.acquire()
         with self._lock:
             self._pending.append(unit)
-            lead = self._sending < self.lanes
+            lead = self._sending < LANES
             if lead:
                 self._sending += 1
         while not unit.done:
@@ -226,7 +150,7 @@ class WorkerWrites:
         unit.posted = True
         with self._lock:
             self._pending.append(unit)
-            lead = self._sending < self.lanes
+            lead = self._sending < LANES
             if lead:
                 self._sending += 1
             else:
@@ -247,7 +171,7 @@ class WorkerWrites:
             with self._lock:
                 waiting = bool(self._pending) or self._unread is not None
                 idle = not waiting and not self._sending
-                lead = waiting and self._sending < self.lanes and self._failures == 0
+                lead = waiting and self._sending < LANES and self._failures == 0
                 if lead:
                     self._sending += 1
             if idle:
@@ -272,7 +196,7 @@ class WorkerWrites:
             # Linger: a thread's next `write` usually comes first and takes these along.
             time.sleep(self.linger_s if failures == 0 else min(0.1 * 2**failures, self.max_pause_s))
             with self._lock:
-                lead = (bool(self._pending) or self._unread is not None) and self._sending < self.lanes
+                lead = (bool(self._pending) or self._unread is not None) and self._sending < LANES
                 if lead:
                     self._sending += 1
             if lead:
@@ -308,7 +232,7 @@ class WorkerWrites:
             if not post:
                 self._read_replies(connection, batch)
         except REDIS_DOWN_ERRORS as error:
-            failure = BrokerUnavailable(f"Redis is unavailable ({type(error).__name__}: {error})")
+            failure = unavailable(error)
             connection.disconnect()
         except BaseException as error:  # a bug: fail these units, keep the process going
             failure = error
@@ -414,46 +338,6 @@ class WorkerWrites:
             unit.done = True
 
 
-_SHAS: dict[str, str] = {}
-
-
-def _by_sha(command: Command) -> Command:
-    """An EVAL as EVALSHA: a few bytes instead of the script on every call."""
-    if command[0] != "EVAL":
-        return command
-    sha = _SHAS.get(command[1])
-    if sha is None:
-        sha = _SHAS[command[1]] = hashlib.sha1(command[1].encode()).hexdigest()
-    return ("EVALSHA", sha, *command[2:])
-
-
-def pack(commands: Sequence[Command]) -> bytes:
-    """Commands in the Redis protocol, as redis-py packs them, in a fraction of its time."""
-    return "".join(f"*{len(command)}\r\n{_pack_args(command)}" for command in commands).encode("latin-1")
-
-
-def _pack_args(args: Sequence[Any]) -> str:
-    """Arguments as Redis bulk strings, in a str of one character per byte (latin-1), so that
-    pieces are joined and encoded once."""
-    parts: list[str] = []
-    append = parts.append
-    for arg in args:
-        kind = type(arg)
-        if kind is str:
-            if not arg.isascii():
-                arg = arg.encode().decode("latin-1")
-        elif kind is bytes:
-            arg = arg.decode("latin-1")
-        elif kind is int:
-            arg = str(arg)
-        elif kind is float:
-            arg = repr(arg)
-        else:
-            raise redis.DataError(f"Invalid input of type {kind.__name__!r}: convert it to str, bytes or int")
-        append(f"${len(arg)}\r\n{arg}\r\n")
-    return "".join(parts)
-
-
 def _ignore(_: BaseException) -> None:
     """A failed SCRIPT LOAD: the calls that follow it fail too, and are tried again."""
 
@@ -473,176 +357,3 @@ def _again(unit: _Unit) -> bool:
     unit.error = None
     unit.done = False
     return True
-
-
-#: A merged command stops growing here (Lua's unpack limit is about 8,000 values).
-MAX_MERGED_ARGS = 4_000
-#: Commands whose arguments after the key are a list that several calls can share.
-_VARIADIC = frozenset({"HSET", "RPUSH", "LPUSH", "SADD", "SREM", "HDEL", "ZREM"})
-#: Commands whose key is not their first argument, or that touch several keys.
-_NOT_ONE_KEY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO", "MULTI", "EXEC",
-                          "DEL", "UNLINK", "MSET", "RENAME", "SMOVE", "LMOVE", "RPOPLPUSH"})  # fmt: skip
-
-
-#: Scripts whose ARGV is a run of fixed-size blocks, one per item, and that take no KEYS: calls
-#: of one such script merge into one call, as adjacent HSETs merge.
-_BLOCK_SCRIPTS: set[str] = set()
-
-
-def block_script(script: str) -> str:
-    """Declare `script` a block script (see `coalesce`); returns it."""
-    _BLOCK_SCRIPTS.add(script)
-    return script
-
-
-def coalesce(commands: Sequence[Command]) -> list[Command]:
-    """Fewer commands with the same effect, for one MULTI/EXEC: each key's commands in their
-    order, adjacent ones of one kind merged (HSET, RPUSH, ZADD, ...), HINCRBYs of one field
-    summed, and a wake-up list's LPUSH/LTRIM/EXPIRE repeats folded into one of each. Keys
-    keep their order of first appearance; across keys, order does not matter in a transaction.
-    Calls of one block script merge into one. Otherwise, commands that are not single-key
-    (scripts, DEL, ...) leave the list as it is."""
-    if commands and commands[0][0] == "EVAL" and commands[0][1] in _BLOCK_SCRIPTS:
-        script = commands[0][1]
-        if all(command[0] == "EVAL" and command[1] == script for command in commands):
-            merged: list[Any] = ["EVAL", script, 0]
-            for command in commands:
-                merged += command[3:]
-            return [tuple(merged)]
-    by_key: dict[Any, list[Command]] = {}
-    for command in commands:
-        if command[0] in _NOT_ONE_KEY or len(command) < 2:
-            return list(commands)
-        by_key.setdefault(command[1], []).append(command)
-    out: list[Command] = []
-    for sequence in by_key.values():
-        out += _fold(sequence) if len(sequence) > 1 else sequence
-    return out
-
-
-def _fold(sequence: list[Command]) -> list[Command]:
-    names = {command[0] for command in sequence}
-    if names == {"HINCRBY"}:
-        totals: dict[Any, int] = {}
-        for _, _, name, amount in sequence:
-            totals[name] = totals.get(name, 0) + int(amount)
-        key = sequence[0][1]
-        return [("HINCRBY", key, name, amount) for name, amount in totals.items()]
-    if names == {"LPUSH", "LTRIM", "EXPIRE"}:
-        trims = {command for command in sequence if command[0] == "LTRIM"}
-        expiries = {command for command in sequence if command[0] == "EXPIRE"}
-        if len(trims) == 1 and len(expiries) == 1 and sequence[-1][0] != "LPUSH":
-            key = sequence[0][1]
-            values = [value for command in sequence if command[0] == "LPUSH" for value in command[2:]]
-            ((_, _, start, stop),) = trims
-            return [("LPUSH", key, *values[-(int(stop) + 1) :]), trims.pop(), expiries.pop()]
-    merged: list[list[Any]] = []
-    for command in sequence:
-        last = merged[-1] if merged else None
-        if last is not None and last[0] == command[0] and len(last) < MAX_MERGED_ARGS and _mergeable(command):
-            last.extend(command[2:])
-        else:
-            merged.append(list(command))
-    return [tuple(command) for command in merged]
-
-
-def _mergeable(command: Command) -> bool:
-    if command[0] in _VARIADIC:
-        return True
-    # ZADD without options (NX, XX, GT, CH, INCR, ...): score/member pairs only.
-    return command[0] == "ZADD" and len(command) % 2 == 0 and not isinstance(command[2], str)
-
-
-# Runs commands given as <argc> <arg>... in ARGV, in order, atomically: one command to send and
-# one reply to read for a whole batch (a MULTI/EXEC has a reply per command, and the worker
-# parses each). Commands merged by `coalesce` stay below Lua's unpack limit.
-RUN_COMMANDS = """
-local i = 1
-while i <= #ARGV do
-  local argc = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + argc))
-  i = i + argc + 1
-end
-return #ARGV
-"""
-
-
-def run_atomically(client: redis.Redis, commands: Sequence[Command]) -> None:
-    """Run commands (no scripts among them) in one atomic round trip, packed and read without
-    redis-py's per-command layers. BrokerUnavailable when Redis does not answer; a Redis error
-    reply is raised (the commands before the failing one have run, as in a MULTI/EXEC)."""
-    start_atomically(client, commands).wait()
-
-
-class Started:
-    """Commands sent to Redis whose reply is yet to be read (`wait`): the caller works meanwhile."""
-
-    def __init__(self, client: redis.Redis, commands: Sequence[Command]) -> None:
-        self.pool = client.connection_pool
-        self.connection: Any = None
-        try:
-            self.connection = self.pool.get_connection()
-            self.connection.send_packed_command([_run_commands(commands)])
-        except REDIS_DOWN_ERRORS as error:
-            self._close(broken=True)
-            raise _unavailable(error) from error
-
-    def wait(self) -> None:
-        """Until Redis has run them; BrokerUnavailable or the Redis error otherwise."""
-        broken = True
-        try:
-            self.connection.read_response()
-            broken = False
-        except redis.ResponseError:
-            broken = False
-            raise
-        except REDIS_DOWN_ERRORS as error:
-            raise _unavailable(error) from error
-        finally:
-            self._close(broken=broken)
-
-    def _close(self, *, broken: bool) -> None:
-        if self.connection is not None:
-            if broken:
-                self.connection.disconnect()
-            self.pool.release(self.connection)
-            self.connection = None
-
-
-def start_atomically(client: redis.Redis, commands: Sequence[Command]) -> Started:
-    """Send commands to run atomically, as `run_atomically`, and return without waiting."""
-    return Started(client, commands)
-
-
-async def run_atomically_async(client: redis.asyncio.Redis, commands: Sequence[Command]) -> None:
-    """`run_atomically` for the asyncio client."""
-    pool = client.connection_pool
-    try:
-        connection = await pool.get_connection()
-    except REDIS_DOWN_ERRORS as error:
-        raise _unavailable(error) from error
-    try:
-        await connection.send_packed_command([_run_commands(commands)])
-        await connection.read_response()
-    except (*REDIS_DOWN_ERRORS, asyncio.CancelledError) as error:
-        # Cancelled (a deadline) with the reply unread: the connection must not be reused.
-        await connection.disconnect()
-        if isinstance(error, asyncio.CancelledError):
-            raise
-        raise _unavailable(error) from error
-    finally:
-        await pool.release(connection)
-
-
-def _run_commands(commands: Sequence[Command]) -> bytes:
-    if len(commands) == 1 and commands[0][0] == "EVAL":
-        return pack(commands)  # one script call (a merged block script) is sent as it is
-    args: list[Any] = []
-    for command in commands:
-        args.append(len(command))
-        args.extend(command)
-    return pack([("EVAL", RUN_COMMANDS, 0, *args)])
-
-
-def _unavailable(error: BaseException) -> BrokerUnavailable:
-    return BrokerUnavailable(f"Redis is unavailable ({type(error).__name__}: {error})")

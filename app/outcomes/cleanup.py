@@ -4,8 +4,8 @@ Work is done in bounded batches (one ZRANGEBYSCORE and one pipeline each) so Red
 blocked. Each run removes everything older than the cutoff, so a missed run is caught up by
 the next one.
 
-Run it once, now, with `python -m app.cleanup` (same environment as a worker); the periodic
-`cleanupJob` (app/actors/cleanup.py) runs it every day.
+Run it once, now, with `python -m app.outcomes.cleanup` (same environment as a worker); the
+periodic `cleanupJob` (app/actors/cleanup.py) runs it every day.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from app.connection.clients import make_client
+from app.errors import SettingsError
+from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
-from app.outcomes import STATES, now_ms
+from app.outcomes.record import STATES, now_ms
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,18 @@ def run(
     return report
 
 
+def run_with(settings: Settings, client: redis.Redis, registry: JobRegistry) -> CleanupReport:
+    """One cleanup of every declared job type and queue, under these settings."""
+    return run(
+        client,
+        Keys(namespace=settings.namespace),
+        job_names=registry.names(),
+        queues=registry.queues(),
+        retention_seconds=settings.log_retention_seconds,
+        batch_size=settings.cleanup_batch_size,
+    )
+
+
 def _trim_index(
     client: redis.Redis,
     keys: Keys,
@@ -116,22 +132,23 @@ def _trim_dead_letters(
 def main(argv: list[str] | None = None) -> int:
     """`python -m app.cleanup`: run the cleanup once, now, and print what it removed as JSON."""
     argparse.ArgumentParser(
-        prog="python -m app.cleanup",
+        prog="python -m app.outcomes.cleanup",
         description="Remove job records, index entries and dead letters older than LOG_RETENTION_SECONDS, "
         "once, now, and record the run in the cleanup status hash. Reads the same environment as a worker.",
     ).parse_args(argv)
-    from app.errors import SettingsError
-
     try:
-        from app.actors.cleanup import run_now
+        settings = Settings.from_env()
     except SettingsError as error:
         print(f"cleanup: {error}", file=sys.stderr)
         return 2
+    client = make_client(settings)
     try:
-        report = run_now()
+        report = run_with(settings, client, load_job_types())
     except redis.RedisError as error:
         print(f"cleanup: Redis is unavailable ({type(error).__name__}: {error}); nothing was removed", file=sys.stderr)
         return 1
+    finally:
+        client.close()
     print(json.dumps(asdict(report)))
     return 0
 

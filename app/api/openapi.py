@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.enqueue import MAX_DELAY_MS
+from app.broker.enqueue import MAX_DELAY_MS
 from app.jobs import JobRegistry
-from app.outcomes import STATES
+from app.outcomes.record import FIELDS, PUBLIC_FIELDS, STATES
 
 MAX_PAGE = 200
 JOB_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
@@ -71,6 +71,14 @@ def _optional(values: list[str], what: str) -> dict[str, Any]:
     }
 
 
+def _record_field(name: str) -> dict[str, Any]:
+    if name == "jobId":
+        return {"type": "string"}
+    if name == "state":
+        return {"type": ["string", "null"], "enum": [*STATES, None]}
+    return {"type": [FIELDS[name], "null"]}
+
+
 def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
     """The OpenAPI 3.1 document served at /openapi.json."""
     names = registry.names()
@@ -105,21 +113,8 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
     record = {
         "type": "object",
         "required": ["jobId", "jobName", "state"],
-        "properties": {
-            "jobId": {"type": "string"},
-            "jobName": {"type": ["string", "null"]},
-            "queue": {"type": ["string", "null"]},
-            "state": {"type": ["string", "null"], "enum": [*STATES, None]},
-            **{
-                name: {"type": ["integer", "null"]}
-                for name in (
-                    "attempts", "maxRetries", "enqueuedAt", "startedAt", "finishedAt", "durationMs",
-                    "nextRetryAt", "runAt", "executions", "redeliveries", "requeues",
-                )
-            },
-            "error": {"type": ["string", "null"]},
-        },
-    }  # fmt: skip
+        "properties": {name: _record_field(name) for name in PUBLIC_FIELDS},
+    }
     filter_params = [
         {"name": "jobName", "in": "query", "required": False, "schema": _optional(names, "jobs of this type")},
     ]

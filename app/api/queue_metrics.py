@@ -1,4 +1,4 @@
-"""The API's /metrics: system-wide figures read from Redis at scrape time, and its own HTTP metrics.
+"""The API's /metrics figures of the whole system, read from Redis at scrape time.
 
 Figures read from Redis are the same whichever API replica is scraped, so they never double
 count: they describe the queue, not the process.
@@ -6,26 +6,21 @@ count: they describe the queue, not the process.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import json
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
+from app.broker.enqueue import RUNNABLE_AT
 from app.keys import Keys, delay_queue
-from app.outcomes import now_ms
+from app.outcomes.record import now_ms
 
 # `_created` series double every counter's output for little use.
 disable_created_metrics()
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class QueueCollector(Collector):
@@ -95,8 +90,7 @@ class QueueCollector(Collector):
             results = pipeline.execute()
         counts: dict[tuple[str, str], int] = {}
         for field, value in results[0].items():
-            job, _, queue = field.decode().partition("|")
-            counts[(job, queue)] = int(value)
+            counts[self.keys.parse_enqueued_count_field(field.decode())] = int(value)
         depth: dict[str, dict[str, int]] = {}
         heads: dict[str, bytes | None] = {}
         for i, queue in enumerate(self.queues):
@@ -119,48 +113,6 @@ class QueueCollector(Collector):
         body = self.client.hget(self.keys.queue_messages(queue), head)
         if not body:
             return 0.0
-        options = json.loads(body).get("options", {})
-        runnable_at = options.get("runnable_at") or json.loads(body).get("message_timestamp", now)
+        message = json.loads(body)
+        runnable_at = message.get("options", {}).get(RUNNABLE_AT) or message.get("message_timestamp", now)
         return max(0.0, (now - int(runnable_at)) / 1000)
-
-
-class HttpMetrics(Collector):
-    """Requests by route template, method and status; latency by route and method.
-
-    Counted in plain numbers by the event loop's thread, which alone observes, and turned into
-    metric families at scrape time: prometheus_client's locked, labelled children cost more per
-    request than the rest of this together."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._requests: dict[tuple[str, str, int], int] = {}
-        # Per route and method: a count per bucket (the last one past every bound), then the sum.
-        self._latency: dict[tuple[str, str], list[float]] = {}
-        registry.register(self)
-
-    def observe(self, route: str, method: str, status: int, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        key = (route, method, status)
-        self._requests[key] = self._requests.get(key, 0) + 1
-        series = self._latency.get((route, method))
-        if series is None:
-            series = self._latency[(route, method)] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
-        series[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1  # the first bucket with elapsed <= bound
-        series[-1] += elapsed
-
-    def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "taskqueue_http_requests", "HTTP requests answered by the API.", labels=("route", "method", "status")
-        )
-        for (route, method, status), count in list(self._requests.items()):
-            requests.add_metric([route, method, str(status)], count)
-        yield requests
-        latency = HistogramMetricFamily(
-            "taskqueue_http_request_duration_seconds", "Time to answer an HTTP request.", labels=("route", "method")
-        )
-        for (route, method), series in list(self._latency.items()):
-            counts = list(series)  # a copy: the loop's thread may be adding to it
-            cumulative = list(itertools.accumulate(counts[:-1]))
-            buckets = [(floatToGoString(bound), cumulative[i]) for i, bound in enumerate(LATENCY_BUCKETS)]
-            buckets.append(("+Inf", cumulative[-1]))
-            latency.add_metric([route, method], buckets, sum_value=counts[-1])
-        yield latency

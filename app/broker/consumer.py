@@ -1,18 +1,15 @@
-"""The Redis broker and its middleware stack.
+"""The consumer our broker hands to Dramatiq's worker, and what it knows of the messages it holds.
 
-`TaskQueueBroker` is Dramatiq's RedisBroker with three changes:
-- enqueue writes the message, a wake-up token and (for a new job) its outcome record and
-  enqueued counter in one MULTI/EXEC round trip;
-- an idle consumer blocks on the queue's wake-up list instead of sleeping, so a new job starts
-  within milliseconds, and wakes up for the next delayed message exactly at its eta;
-- the prefetch of ordinary queues is a setting (Dramatiq's default starves workers);
-- the consumer reads, with each fetch, how many times each fetched job's attempt was delivered
-  without finishing (a crash loop shows there), so a job's start need not wait for Redis;
-- the consumer keeps track of the messages its process holds, so that a message fetched but
-  dropped from memory (a lost reply, a delayed message Dramatiq discards on a connection error)
-  goes back to its queue when the consumer reconnects, instead of waiting for a restart;
-- on shutdown (see middleware/drain.py) consumers stop fetching, and messages that have not
-  started go back to the head of their queue at once, for other workers to take.
+`WakeableConsumer` is Dramatiq's Redis consumer (`_RedisConsumer`, an internal: its shape is
+pinned by the dramatiq version range in pyproject.toml and checked by
+tests/broker/test_dramatiq_internals.py) with these changes: an idle consumer blocks on the
+queue's wake-up list instead of sleeping, so a new job starts within milliseconds, and wakes for
+the next delayed message exactly at its eta; it reads, with each fetch, how many times each
+fetched job's attempt was delivered without finishing (a crash loop shows there), so a job's
+start need not wait for Redis; it keeps track of the messages its process holds, so that a
+message fetched but dropped from memory (a lost reply, a delayed message Dramatiq discards on a
+connection error) goes back to its queue when the consumer reconnects; and on shutdown it stops
+fetching and gives back, at once, what has not started.
 """
 
 from __future__ import annotations
@@ -21,136 +18,22 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.errors import ConnectionClosed, DecodeError
-from dramatiq.middleware import (
-    AgeLimit,
-    Callbacks,
-    CurrentMessage,
-    Middleware,
-    MiddlewareError,
-    Pipelines,
-    ShutdownNotifications,
-    TimeLimit,
-)
-from periodiq import PeriodiqMiddleware
 
-from app import connections
-from app.batching import WorkerWrites
-from app.connections import REDIS_DOWN_ERRORS
-from app.enqueue import WAKE_UP_LUA, WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
-from app.jobs import JobRegistry, registry
-from app.keys import DELAY_SUFFIX, Keys
-from app.outcomes import OutcomeLog, now_ms
-from app.settings import Settings
+from app.broker.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
+from app.broker.messages import FetchedMessage
+from app.connection.clients import REDIS_DOWN_ERRORS
+from app.keys import is_delay_queue
+from app.outcomes.record import now_ms
 
-#: periodiq skips a periodic message handled later than this after its tick. A cleanup that
-#: waited behind a backlog or a worker outage must still run, so allow most of a day.
-PERIODIC_SKIP_DELAY_S = 23 * 3600
-
-
-class TaskQueueBroker(RedisBroker):
-    """Dramatiq's RedisBroker with one-round-trip enqueue, wake-ups and a configured prefetch."""
-
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        keys: Keys,
-        enqueuer: Enqueuer,
-        client: redis.Redis,
-        middleware: list[Middleware],
-        writes: WorkerWrites | None = None,
-    ) -> None:
-        super().__init__(
-            client=client,
-            middleware=middleware,
-            namespace=keys.broker_namespace,
-            heartbeat_timeout=settings.heartbeat_timeout_ms,
-        )
-        self.settings = settings
-        self.keys = keys
-        self.enqueuer = enqueuer
-        #: Acks and outcome records of all threads, coalesced into few round trips.
-        self.writes = writes or WorkerWrites(client)
-        self.in_flight = InFlight()
-        self.draining = threading.Event()
-        self.give_back = client.register_script(GIVE_BACK)
-        self.reclaim_stranded = client.register_script(RECLAIM_STRANDED)
-
-    @property
-    def consumer_class(self) -> type[_RedisConsumer]:
-        return WakeableConsumer
-
-    @property
-    def _handler_cache(self) -> dict[tuple[str, int, int], list[Middleware]]:
-        # Set lazily: Broker.__init__ emits signals (adding middleware) before ours runs.
-        cache = self.__dict__.get("_handlers_by_signal")
-        if cache is None:
-            cache = self.__dict__["_handlers_by_signal"] = {}
-        return cache
-
-    def stop_fetching(self) -> None:
-        """From now on consumers fetch nothing and give back what they have not handed out."""
-        self.draining.set()
-
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakeableConsumer:
-        if not queue_name.endswith(DELAY_SUFFIX):
-            prefetch = max(prefetch, self.settings.worker_prefetch)
-        return WakeableConsumer(self, queue_name, prefetch, timeout)
-
-    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
-        # As Dramatiq's, calling only the middleware that handle the signal: with a dozen of
-        # them, the no-op calls were a noticeable part of a short job's cost.
-        signal = "before_" + signal
-        for middleware in self._handlers(signal):
-            try:
-                getattr(middleware, signal)(self, *args, **kwargs)
-            except MiddlewareError:
-                raise
-            except Exception:
-                self.logger.critical("Unexpected failure in %s of %r.", signal, middleware, exc_info=True)
-
-    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
-        signal = "after_" + signal
-        for middleware in reversed(self._handlers(signal)):
-            try:
-                getattr(middleware, signal)(self, *args, **kwargs)
-            except Exception:
-                self.logger.critical("Unexpected failure in %s of %r.", signal, middleware, exc_info=True)
-
-    def _handlers(self, signal: str) -> list[Middleware]:
-        """The middleware (in order) whose class or instance defines `signal` itself."""
-        key = (signal, id(self.middleware), len(self.middleware))
-        found = self._handler_cache.get(key)
-        if found is None:
-            base = getattr(Middleware, signal, None)
-            found = [m for m in self.middleware if signal in vars(m) or getattr(type(m), signal, None) is not base]
-            self._handler_cache[key] = found
-        return found
-
-    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
-        stored, commands = self.enqueuer.commands(message, delay)
-        self.logger.debug("Enqueueing message %r on queue %r.", stored.message_id, stored.queue_name)
-        self.emit_before("enqueue", stored, delay)
-        connections.execute(self.client, commands)
-        self.emit_after("enqueue", stored, delay)
-        return stored
-
-
-class FetchedMessage(MessageProxy):
-    """A message as our consumer hands it out: with the `deliveries` its job record showed at
-    fetch time (how many times this attempt already started without finishing), or None when
-    that could not be read."""
-
-    def __init__(self, message: dramatiq.Message[Any], prior_deliveries: int | None) -> None:
-        super().__init__(message)
-        self.prior_deliveries = prior_deliveries
+if TYPE_CHECKING:
+    from app.broker.broker import TaskQueueBroker
 
 
 class InFlight:
@@ -193,47 +76,6 @@ class InFlight:
             return len(self._ids.get(queue_name, ())) - len(self._acked.get(queue_name, ()))
 
 
-# Give fetched messages back to the head of their queue (they were first in line), and wake
-# idle consumers. KEYS: ack set, queue list, queue messages, wake-up list.
-# ARGV: wake-up tokens, wake-up ttl, redis ids in queue order.
-GIVE_BACK = (
-    WAKE_UP_LUA
-    + """
-local moved = 0
-for i = #ARGV, 3, -1 do
-  if redis.call('SREM', KEYS[1], ARGV[i]) == 1 and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[i])
-    moved = moved + 1
-  end
-end
-if moved > 0 then wake_up(KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2])) end
-return moved
-"""
-)
-
-# Give back every id of this process's ack set that no thread holds (same KEYS; ARGV: wake-up
-# tokens, wake-up ttl, held ids). Such ids were fetched but dropped from memory: a fetch whose
-# reply was lost, or delayed messages Dramatiq discards when its consumer hits a connection error.
-RECLAIM_STRANDED = (
-    WAKE_UP_LUA
-    + """
-local held = {}
-for i = 3, #ARGV do held[ARGV[i]] = true end
-local moved = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if not held[id] then
-    redis.call('SREM', KEYS[1], id)
-    if redis.call('HEXISTS', KEYS[3], id) == 1 then
-      redis.call('LPUSH', KEYS[2], id)
-      moved = moved + 1
-    end
-  end
-end
-if moved > 0 then wake_up(KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2])) end
-return moved
-"""
-)
-
 #: How often a draining consumer looks whether its thread has been stopped.
 DRAIN_POLL_S = 0.05
 #: How long closing a consumer waits for this process's deferred acks and records to go out.
@@ -241,12 +83,6 @@ CLOSE_FLUSH_S = 5.0
 RESTART_FLUSH_S = 0.5
 #: From this prefetch on, a consumer tops up in halves.
 REFILL_IN_HALVES_FROM = 16
-
-# Dramatiq's ack, as one call. KEYS: ack set, queue messages; ARGV: redis id.
-ACK = """
-redis.call('SREM', KEYS[1], ARGV[1])
-return redis.call('HDEL', KEYS[2], ARGV[1])
-"""
 
 
 class WakeableConsumer(_RedisConsumer):
@@ -272,7 +108,7 @@ class WakeableConsumer(_RedisConsumer):
         # a round trip). A small one, as Dramatiq does, whenever there is room.
         self.refill_at = prefetch // 2 if prefetch >= REFILL_IN_HALVES_FROM else prefetch - 1
         self.reclaimed = False
-        if queue_name.endswith(DELAY_SUFFIX):
+        if is_delay_queue(queue_name):
             # Dramatiq builds a new consumer after dropping (on a connection error) or giving
             # back (on other errors) everything its delay-queue thread held: none is in flight.
             broker.in_flight.forget(queue_name)
@@ -321,7 +157,7 @@ class WakeableConsumer(_RedisConsumer):
             except DecodeError:
                 decoded.append(data)
         messages = [entry for entry in decoded if isinstance(entry, FetchedMessage)]
-        if not messages or self.queue_name.endswith(DELAY_SUFFIX):
+        if not messages or is_delay_queue(self.queue_name):
             return decoded  # delayed messages are only moved to their queue, never run from here
         try:
             # On this consumer's own connection: the worker threads' writes go on meanwhile.
@@ -344,7 +180,7 @@ class WakeableConsumer(_RedisConsumer):
         redis_id = message.options["redis_message_id"]
         self.broker.in_flight.acked(self.queue_name, redis_id)
         self.broker.writes.defer(
-            [("EVAL", ACK, 2, self.redis_keys[0], self.redis_keys[2], redis_id)],
+            [self.broker.ack_command(self.queue_name, redis_id)],
             # Released only once Redis took it: until then the message must not be reclaimed.
             on_done=lambda _: self.broker.in_flight.release(self.queue_name, [redis_id]),
         )
@@ -378,14 +214,20 @@ class WakeableConsumer(_RedisConsumer):
         redis_ids = [message.options["redis_message_id"] for message in messages]
         if not redis_ids:
             return
-        self._run(self.broker.give_back, redis_ids)
+        self._give_back(redis_ids)
         self.broker.in_flight.release(self.queue_name, redis_ids)
-        self.logger.info("Gave back %d unstarted message(s) to queue %r.", len(redis_ids), self.queue_name)
 
     def _give_back_cache(self) -> None:
         cache, self.message_cache = [entry for entry in self.message_cache if entry is not None], []
         if cache:
-            self._run(self.broker.give_back, [_redis_id(entry) for entry in cache])
+            self._give_back([_redis_id(entry) for entry in cache])
+
+    def _give_back(self, redis_ids: list[str]) -> None:
+        # Only ids still in this process's ack set move (each once): the same message can be
+        # given back twice (by the drain, then by Dramatiq's own shutdown), and is moved once.
+        moved = self._run(self.broker.give_back, redis_ids)
+        if moved:
+            self.logger.info("Gave back %d unstarted message(s) to queue %r.", moved, self.queue_name)
 
     def _reclaim_stranded(self) -> None:
         moved = self._run(self.broker.reclaim_stranded, self.broker.in_flight.snapshot(self.queue_name))
@@ -419,61 +261,3 @@ class WakeableConsumer(_RedisConsumer):
 def _redis_id(fetched: FetchedMessage | bytes) -> str:
     message = fetched if isinstance(fetched, FetchedMessage) else dramatiq.Message.decode(fetched)
     return str(message.options["redis_message_id"])
-
-
-def build_middleware(
-    settings: Settings, keys: Keys, log: OutcomeLog, client: redis.Redis, writes: WorkerWrites | None = None
-) -> list[Middleware]:
-    """The stack, in order. After-hooks run in reverse, so our recorders sit *before* the
-    retries middleware: they run after it and see its verdict (retry scheduled or dead)."""
-    from app.middleware.drain import Drain
-    from app.middleware.liveness import Liveness
-    from app.middleware.metrics import WorkerMetrics
-    from app.middleware.outcomes import OutcomeRecorder
-    from app.middleware.process_group import OwnProcessGroup
-    from app.middleware.retries import DurableRetries
-
-    metrics = WorkerMetrics(settings=settings)
-    return [
-        OwnProcessGroup(),
-        AgeLimit(),
-        TimeLimit(time_limit=settings.job_time_limit_ms),
-        ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
-        CurrentMessage(),
-        metrics,
-        PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_DELAY_S),
-        OutcomeRecorder(
-            log=log,
-            client=client,
-            max_crash_deliveries=settings.max_crash_deliveries,
-            on_write_error=metrics.count_log_error,
-            writes=writes,
-        ),
-        Liveness(keys=keys, client=client, heartbeat_timeout_ms=settings.heartbeat_timeout_ms),
-        Drain(),
-        DurableRetries(
-            max_retries=settings.max_retries,
-            min_backoff=settings.retry_min_backoff_ms,
-            max_backoff=settings.retry_max_backoff_ms,
-            enqueue_deadline_ms=settings.retry_enqueue_deadline_ms,
-        ),
-    ]
-
-
-def create_broker(settings: Settings, job_registry: JobRegistry = registry) -> TaskQueueBroker:
-    """The broker for these settings, with our middleware, not yet connected."""
-    keys = Keys(namespace=settings.namespace)
-    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds, scripts=True)
-    client = connections.make_client(settings)
-    enqueuer = Enqueuer.for_settings(settings, registry=job_registry, keys=keys, log=log)
-    writes = WorkerWrites(client)
-    return TaskQueueBroker(
-        settings=settings,
-        keys=keys,
-        enqueuer=enqueuer,
-        client=client,
-        writes=writes,
-        middleware=build_middleware(settings, keys, log, client, writes),
-    )

@@ -1,0 +1,41 @@
+"""The service's own endpoints: liveness, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.api.context import api_of
+from app.api.errors import refused_credentials
+from app.api.openapi import document
+from app.connection.clients import REDIS_DOWN_ERRORS
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        async with asyncio.timeout(2):
+            await api_of(request).client.ping()
+    except (*REDIS_DOWN_ERRORS, TimeoutError, redis.RedisError) as error:
+        if refused_credentials(error):
+            return JSONResponse({"error": "Redis refused the credentials in REDIS_URL: not ready"}, status_code=503)
+        return JSONResponse({"error": "Redis does not answer: not ready"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    output = await run_in_threadpool(generate_latest, api_of(request).metrics_registry)
+    return Response(output, media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    api = api_of(request)
+    return JSONResponse(document(api.registry, max_batch_jobs=api.settings.max_batch_jobs))

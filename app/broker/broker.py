@@ -1,0 +1,107 @@
+"""The Redis broker: Dramatiq's RedisBroker with our enqueue and our consumer.
+
+`TaskQueueBroker` changes RedisBroker in these ways:
+- a new job's enqueue writes the message, a wake-up token, its outcome record and its enqueued
+  counter in one call (app/broker/enqueue.py);
+- a retry is scheduled and the failed delivery acked in one transaction, so a worker killed in
+  between cannot leave both to run;
+- its consumer (app/broker/consumer.py) waits on a wake-up list instead of sleeping, reads prior
+  deliveries with each fetch, keeps track of the messages its process holds, and stops fetching
+  once the worker drains (app/middleware/drain.py);
+- the prefetch of ordinary queues is a setting (Dramatiq's default starves workers).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+
+from app.broker.consumer import InFlight, WakeableConsumer
+from app.broker.enqueue import Enqueuer
+from app.connection.clients import execute
+from app.connection.commands import Command
+from app.connection.scripts import lua
+from app.connection.worker_writes import WorkerWrites
+from app.keys import Keys, is_delay_queue
+from app.settings import Settings
+
+#: Dramatiq's ack, as one call. KEYS: ack set, queue messages; ARGV: redis id.
+ACK_SCRIPT = lua("ack")
+GIVE_BACK_SCRIPT = lua("wake_up", "give_back")
+RECLAIM_STRANDED_SCRIPT = lua("wake_up", "reclaim_stranded")
+
+
+class TaskQueueBroker(RedisBroker):
+    """Dramatiq's RedisBroker with one-call enqueue, atomic retries, wake-ups and a configured prefetch."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        keys: Keys,
+        enqueuer: Enqueuer,
+        client: redis.Redis,
+        middleware: list[Middleware],
+        writes: WorkerWrites,
+    ) -> None:
+        super().__init__(
+            client=client,
+            middleware=middleware,
+            namespace=keys.broker_namespace,
+            heartbeat_timeout=settings.heartbeat_timeout_ms,
+        )
+        self.settings = settings
+        self.keys = keys
+        self.enqueuer = enqueuer
+        #: Acks and outcome records of all threads, coalesced into few round trips.
+        self.writes = writes
+        self.in_flight = InFlight()
+        self.draining = threading.Event()
+        self.give_back = client.register_script(GIVE_BACK_SCRIPT)
+        self.reclaim_stranded = client.register_script(RECLAIM_STRANDED_SCRIPT)
+
+    @property
+    def consumer_class(self) -> type[WakeableConsumer]:
+        return WakeableConsumer
+
+    def stop_fetching(self) -> None:
+        """From now on consumers fetch nothing and give back what they have not handed out."""
+        self.draining.set()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakeableConsumer:
+        if not is_delay_queue(queue_name):
+            prefetch = max(prefetch, self.settings.worker_prefetch)
+        return WakeableConsumer(self, queue_name, prefetch, timeout)
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        return self._enqueue(message, delay, [])
+
+    def enqueue_retry(self, message: dramatiq.Message[Any], *, delay: int) -> dramatiq.Message[Any]:
+        """Schedule the retry of a fetched message and ack that delivery, in one transaction: a
+        worker killed right after cannot leave the failed delivery behind for the dead-worker
+        sweep to run again beside its retry."""
+        return self._enqueue(
+            message, delay, [self.ack_command(message.queue_name, message.options["redis_message_id"])]
+        )
+
+    def ack_command(self, queue_name: str, redis_id: str) -> Command:
+        """The ack of one delivery of this process, as one call."""
+        return (
+            "EVAL", ACK_SCRIPT, 2, self.keys.acks(self.broker_id, queue_name), self.keys.queue_messages(queue_name),
+            redis_id,
+        )  # fmt: skip
+
+    def _enqueue(
+        self, message: dramatiq.Message[Any], delay: int | None, along: list[Command]
+    ) -> dramatiq.Message[Any]:
+        stored, commands = self.enqueuer.commands(message, delay)
+        self.logger.debug("Enqueueing message %r on queue %r.", stored.message_id, stored.queue_name)
+        self.emit_before("enqueue", stored, delay)
+        execute(self.client, [*commands, *along])
+        self.emit_after("enqueue", stored, delay)
+        return stored

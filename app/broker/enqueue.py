@@ -1,0 +1,257 @@
+"""Turning accepted jobs into Dramatiq messages and the Redis commands that enqueue them.
+
+Every way in (the API, the batch endpoint, the producer, `actor.send()` through the broker)
+ends here, so a job is validated, written and counted the same way, in one round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+
+from app.connection.commands import Command, coalesce
+from app.connection.scripts import lua
+from app.errors import UnknownJob
+from app.jobs import JobRegistry
+from app.keys import Keys, canonical_queue, delay_queue
+from app.outcomes.log import ENQUEUE_ONCE_SCRIPT, ENQUEUE_SCRIPT, OutcomeLog
+from app.outcomes.record import now_ms
+from app.settings import Settings
+
+#: The fields of a job as the API and the producer take it.
+JOB_REQUEST_FIELDS = ("jobName", "data", "delayMs")
+#: Dramatiq caps delays at 7 days.
+MAX_DELAY_MS = 7 * 86_400_000
+#: Wake-up lists are trimmed: enough tokens to wake every idle consumer, never a growing list.
+WAKEUP_TOKENS = 64
+WAKEUP_TTL_SECONDS = 60
+
+# Options our broker stamps on a message the first time it is enqueued.
+ENQUEUED_AT = "enqueued_at"
+RUNNABLE_AT = "runnable_at"
+#: Option of a message that puts a finished job back on its queue (its record is rewritten).
+REQUEUE = "requeue"
+
+PUT_MESSAGE_SCRIPT = lua("wake_up", "message")
+
+
+@dataclass(frozen=True)
+class Enqueuer:
+    """Builds messages and their enqueue commands for declared job types."""
+
+    registry: JobRegistry
+    keys: Keys
+    log: OutcomeLog
+    settings: Settings
+    #: The enqueue script's arguments that all jobs of one type and queue share: built once.
+    _shared: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def message(
+        self, job_name: object, data: Any, *, delay_ms: int | None = None, job_id: str | None = None
+    ) -> tuple[dramatiq.Message[Any], int | None]:
+        """Validate a job and make its message; UnknownJob or InvalidJobData otherwise."""
+        job_type = self.registry.get(job_name)
+        clean = job_type.validate(data, self.settings)
+        job_id = job_id or new_job_id()
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=job_type.queue,
+            actor_name=job_type.name,
+            args=(job_id, clean),
+            kwargs={},
+            options={},
+            message_id=job_id,
+        )
+        return message, delay_ms
+
+    def commands(
+        self, message: dramatiq.Message[Any], delay_ms: int | None, *, at_ms: int | None = None, sequence: int = 0
+    ) -> tuple[dramatiq.Message[Any], list[Command]]:
+        """The message as stored, and the commands that enqueue it: a new job is one call of the
+        enqueue script (which `coalesce` merges with its neighbours'), a job put back on its
+        queue also rewrites its record, and a message already enqueued once (a retry, a delayed
+        message now due) is only put on its queue."""
+        stored, block = self._stored(message, delay_ms, at_ms, sequence)
+        if block is not None:
+            return stored, [("EVAL", ENQUEUE_SCRIPT, 0, *block)]
+        queue = canonical_queue(stored.queue_name)
+        commands = [self._put(stored)]
+        if message.options.get(REQUEUE):
+            commands += self.log.requeued(
+                job_id=stored.message_id,
+                job_name=stored.actor_name,
+                queue=queue,
+                max_retries=self.max_retries_of(stored),
+                data_json=COMPACT_JSON.encode(job_data(stored)),
+                at_ms=int(stored.options[ENQUEUED_AT]),
+            )
+        return stored, commands
+
+    def requeue_commands(self, job_name: object, data: Any, job_id: str) -> tuple[str, list[Command]]:
+        """A finished job back on its queue with the same id (validated again): its queue, and
+        the commands that put it there and rewrite its record."""
+        message, _ = self.message(job_name, data, job_id=job_id)
+        stored, commands = self.commands(message.copy(options={REQUEUE: True}), None)
+        return stored.queue_name, commands
+
+    def command_once(
+        self, message: dramatiq.Message[Any], delay_ms: int | None, idempotency_key: str, ttl_seconds: int
+    ) -> tuple[dramatiq.Message[Any], Command]:
+        """A new job's enqueue under an idempotency key: the call's reply is the id of the job
+        already enqueued under that key, or nothing once this one is."""
+        stored, block = self._stored(message, delay_ms, None, 0)
+        assert block is not None, "only a new job is enqueued under an idempotency key"
+        return stored, ("EVAL", ENQUEUE_ONCE_SCRIPT, 0, self.keys.idempotency(idempotency_key), ttl_seconds, *block)
+
+    def _stored(
+        self, message: dramatiq.Message[Any], delay_ms: int | None, at_ms: int | None, sequence: int
+    ) -> tuple[dramatiq.Message[Any], list[Any] | None]:
+        """The message as stored, and, for a new job, its block of the enqueue script."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        is_new = ENQUEUED_AT not in message.options
+        if delay_ms:
+            runnable_at = at_ms + delay_ms
+        else:
+            # A delayed message moved to its queue became runnable at its eta, not now.
+            runnable_at = int(message.options.get(RUNNABLE_AT, at_ms))
+        options: dict[str, Any] = {"redis_message_id": new_redis_id(), RUNNABLE_AT: runnable_at}
+        if is_new:
+            options[ENQUEUED_AT] = at_ms
+        queue = canonical_queue(message.queue_name)
+        target = queue
+        if delay_ms is not None:
+            target = delay_queue(queue)
+            options["eta"] = runnable_at
+        # What message.copy() makes, without dataclasses.replace's cost (bulk enqueues add up).
+        stored: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=target,
+            actor_name=message.actor_name,
+            args=message.args,
+            kwargs=message.kwargs,
+            options={**message.options, **options},
+            message_id=message.message_id,
+            message_timestamp=message.message_timestamp,
+        )
+        if not is_new or message.options.get(REQUEUE):
+            return stored, None
+        job_id, job_name = stored.message_id, stored.actor_name
+        shared = self._shared.get((target, job_name, queue))
+        if shared is None:
+            keys = self.keys
+            shared = (keys.queue_messages(target), keys.queue(target))
+            self._shared[(target, job_name, queue)] = shared
+        block = [
+            *shared, options["redis_message_id"], encode(stored), self.keys.wakeup(target), WAKEUP_TOKENS,
+            WAKEUP_TTL_SECONDS, *self.log.new_job_block(job_id, job_name, queue, at_ms, sequence),
+            *self.log.queued_values(
+                job_id=job_id, job_name=job_name, queue=queue, max_retries=self.max_retries_of(stored),
+                data_json=COMPACT_JSON.encode(job_data(stored)), at_ms=at_ms,
+                run_at_ms=runnable_at if delay_ms else None,
+            ),
+        ]  # fmt: skip
+        return stored, block
+
+    def _put(self, stored: dramatiq.Message[Any]) -> Command:
+        """Put a stored message on its queue (or delayed queue), waking an idle consumer."""
+        target = stored.queue_name
+        return (
+            "EVAL", PUT_MESSAGE_SCRIPT, 3, self.keys.queue_messages(target), self.keys.queue(target),
+            self.keys.wakeup(target), stored.options["redis_message_id"], encode(stored), WAKEUP_TOKENS,
+            WAKEUP_TTL_SECONDS,
+        )  # fmt: skip
+
+    def commands_many(
+        self, items: list[tuple[dramatiq.Message[Any], int | None]], *, at_ms: int | None = None
+    ) -> tuple[list[dramatiq.Message[Any]], list[Command]]:
+        """The messages as stored, and the commands that enqueue them all in one call."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        stored: list[dramatiq.Message[Any]] = []
+        commands: list[Command] = []
+        for sequence, (message, delay_ms) in enumerate(items):
+            one, job_commands = self.commands(message, delay_ms, at_ms=at_ms, sequence=sequence)
+            stored.append(one)
+            commands += job_commands
+        return stored, coalesce(commands)
+
+    def max_retries_of(self, message: dramatiq.Message[Any]) -> int:
+        if "max_retries" in message.options:
+            return int(message.options["max_retries"])
+        try:
+            declared = self.registry.get(message.actor_name).options.get("max_retries")
+        except UnknownJob:
+            declared = None
+        return int(declared) if declared is not None else self.settings.max_retries
+
+
+_MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+# Message.encode() builds its dict by walking the dataclass fields on every call; with the fields
+# known, the dict is built directly (the same bytes). Checked here, in case Dramatiq changes them.
+_FIELDS_KNOWN = tuple(f.name for f in dataclasses.fields(dramatiq.Message)) == _MESSAGE_FIELDS
+
+
+#: json.dumps(value, separators=(",", ":")) builds an encoder per call; this one is built once.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def encode(message: dramatiq.Message[Any]) -> bytes:
+    """`message.encode()`, for less."""
+    if not _FIELDS_KNOWN:
+        return message.encode()
+    encoder = dramatiq.get_encoder()
+    # Dramatiq's default encoder is json.dumps with these separators, encoded to UTF-8.
+    encode_fields = _compact_utf8 if type(encoder) is dramatiq.JSONEncoder else encoder.encode
+    return encode_fields(
+        {
+            "queue_name": message.queue_name,
+            "actor_name": message.actor_name,
+            "args": message.args,
+            "kwargs": message.kwargs,
+            "options": message.options,
+            "message_id": message.message_id,
+            "message_timestamp": message.message_timestamp,
+        }
+    )
+
+
+def _compact_utf8(value: Any) -> bytes:
+    return COMPACT_JSON.encode(value).encode("utf-8")
+
+
+def job_data(message: dramatiq.Message[Any] | Any) -> Any:
+    """The `data` a job was sent with (our actors take `(job_id, data)`)."""
+    args = message.args
+    return args[1] if len(args) > 1 else {}
+
+
+def new_job_id() -> str:
+    """A random version-4 UUID as 32 hex digits, like uuid.uuid4().hex, for a third of its cost."""
+    return f"{_uuid4_int():032x}"
+
+
+def new_redis_id() -> str:
+    """A random version-4 UUID in its usual form with dashes, as Dramatiq makes them."""
+    digits = f"{_uuid4_int():032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def _uuid4_int() -> int:
+    # As uuid.uuid4(): 122 random bits, the version (4) and the RFC 4122 variant set.
+    value = int.from_bytes(os.urandom(16), "big")
+    return value & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
+
+
+def check_delay(delay_ms: object) -> int | None:
+    """None, or a delay in ms within Dramatiq's limit; ValueError with a reason otherwise."""
+    if delay_ms is None:
+        return None
+    if isinstance(delay_ms, float) and delay_ms.is_integer():
+        delay_ms = int(delay_ms)  # JSON has one number type: 1000.0 is the integer 1000 (as in JSON Schema)
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int):
+        raise ValueError("delayMs must be a whole number of milliseconds")
+    if delay_ms < 0 or delay_ms > MAX_DELAY_MS:
+        raise ValueError(f"delayMs must be between 0 and {MAX_DELAY_MS} (7 days)")
+    return delay_ms or None

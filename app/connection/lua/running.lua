@@ -1,0 +1,23 @@
+-- An attempt starts. KEYS: the record, then the global and per-job-type index of: running, then
+-- of each state left (queued, and retrying after a first attempt). ARGV: job id, job name, queue,
+-- attempt, at (ms), index score, retention (s). Returns how many times this attempt was
+-- delivered without finishing, counting this one (a crash loop shows here).
+-- A start that arrives after its attempt has finished (a worker does not wait for a start's
+-- reply: if Redis refused it, it is sent again, possibly after the finish) only counts the
+-- execution.
+local record, id, at = KEYS[1], ARGV[1], ARGV[5]
+local found = redis.call('HMGET', record, 'state', 'attempts')
+local state, attempts = found[1], tonumber(found[2] or '0')
+if (state == '$SUCCEEDED' or state == '$FAILED' or state == '$SKIPPED') and attempts >= tonumber(ARGV[4]) then
+  redis.call('HINCRBY', record, 'executions', 1)
+  return 0
+end
+redis.call('HSET', record, 'jobId', id, 'jobName', ARGV[2], 'queue', ARGV[3], 'state', '$RUNNING',
+  'attempts', ARGV[4], 'startedAt', at, 'updatedAt', at)
+redis.call('HDEL', record, 'nextRetryAt', 'runAt')
+for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
+redis.call('ZADD', KEYS[2], ARGV[6], id)
+redis.call('ZADD', KEYS[3], ARGV[6], id)
+redis.call('EXPIRE', record, ARGV[7])
+redis.call('HINCRBY', record, 'executions', 1)
+return redis.call('HINCRBY', record, 'deliveries', 1)

@@ -1,0 +1,234 @@
+"""The outcome log's writes: the commands of each state transition of a job's record.
+
+Each transition is built here once, as commands (tuples) or one script call, so that the same
+write runs from a sync pipeline (workers), an async one (the API) or a coalesced batch, always
+in one round trip. A worker's two writes per job, `running` and `succeeded`, are Lua scripts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.connection.commands import Command, block_script
+from app.connection.scripts import flatten, lua, lua_list
+from app.keys import Keys
+from app.outcomes.record import (
+    FAILED,
+    MAX_ERROR_CHARS,
+    MAX_TRACEBACK_CHARS,
+    NEW_JOB_FIELDS,
+    QUEUED,
+    QUEUED_FIELDS,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    STATES,
+    SUCCEEDED,
+    index_score,
+)
+
+_STATE_NAMES = {"RUNNING": RUNNING, "SUCCEEDED": SUCCEEDED, "FAILED": FAILED, "SKIPPED": SKIPPED}
+RUNNING_SCRIPT = lua("running", **_STATE_NAMES)
+SUCCEEDED_SCRIPT = lua("succeeded", **_STATE_NAMES)
+DELIVERIES_SCRIPT = lua("deliveries")
+UNLESS_SUPERSEDED = lua("run_commands", "unless_superseded", **_STATE_NAMES)
+
+#: Values before the record's fields in a block of the enqueue script (see enqueue_jobs.lua).
+ENQUEUE_BLOCK_HEAD = 16
+ENQUEUE_BLOCK = ENQUEUE_BLOCK_HEAD + len(NEW_JOB_FIELDS)
+_ENQUEUE_VALUES = {"FIELDS": lua_list(NEW_JOB_FIELDS), "BLOCK": ENQUEUE_BLOCK}
+ENQUEUE_SCRIPT = block_script(lua("wake_up", "enqueue_jobs", "enqueue", **_ENQUEUE_VALUES))
+ENQUEUE_ONCE_SCRIPT = lua("wake_up", "enqueue_jobs", "enqueue_once", **_ENQUEUE_VALUES)
+
+
+@dataclass(frozen=True)
+class OutcomeLog:
+    """Builds the commands of each state transition."""
+
+    keys: Keys
+    retention_seconds: int
+
+    # ----- transitions -----
+    def queued_values(
+        self,
+        *,
+        job_id: str,
+        job_name: str,
+        queue: str,
+        max_retries: int,
+        data_json: str,
+        at_ms: int,
+        run_at_ms: int | None = None,
+        new: bool = True,
+    ) -> list[Any]:
+        """The values of QUEUED_FIELDS (and of NEW_JOB_FIELDS when `new`), in order; '' leaves a
+        field out."""
+        values: list[Any] = [
+            job_id, job_name, queue, QUEUED, max_retries, at_ms, data_json, 0, 0, at_ms,
+            "" if run_at_ms is None else run_at_ms,
+        ]  # fmt: skip
+        return [*values, 0] if new else values
+
+    def requeued(
+        self, *, job_id: str, job_name: str, queue: str, max_retries: int, data_json: str, at_ms: int
+    ) -> list[Command]:
+        """A finished job put back on its queue (its executions and redeliveries count on)."""
+        record = self.keys.job(job_id)
+        values = self.queued_values(
+            job_id=job_id, job_name=job_name, queue=queue, max_retries=max_retries, data_json=data_json, at_ms=at_ms,
+            new=False,
+        )  # fmt: skip
+        fields = [
+            item for name, value in zip(QUEUED_FIELDS, values, strict=True) if value != "" for item in (name, value)
+        ]
+        return [
+            ("HDEL", record, "runAt", "nextRetryAt", "startedAt", "finishedAt", "durationMs"),
+            ("HINCRBY", record, "requeues", 1),
+            *self._leave(job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, RETRYING)),
+            ("HSET", record, *fields),
+            *self._enter(job_id, job_name, QUEUED, index_score(at_ms)),
+            ("EXPIRE", record, self.retention_seconds),
+        ]
+
+    def new_job_block(self, job_id: str, job_name: str, queue: str, at_ms: int, sequence: int) -> list[Any]:
+        """The part of a new job's block of the enqueue script that the outcome log owns, after
+        the message's: the record, the index score, the four indexes, the count, the retention."""
+        keys = self.keys
+        return [
+            keys.job(job_id), index_score(at_ms, sequence),
+            keys.state_index(QUEUED), keys.state_index(QUEUED, job_name), keys.all_index(), keys.all_index(job_name),
+            keys.enqueued_counts(), keys.enqueued_count_field(job_name, queue), self.retention_seconds,
+        ]  # fmt: skip
+
+    def running(self, *, job_id: str, job_name: str, queue: str, attempt: int, at_ms: int) -> Command:
+        """An attempt starts; the call's reply counts how many times this attempt was delivered
+        without finishing (a crash loop shows there)."""
+        # A first attempt has never been retrying (a requeue takes a job out of that index).
+        left = (QUEUED,) if attempt == 1 else (QUEUED, RETRYING)
+        indexes = self._indexes(job_name, (RUNNING, *left))
+        args = (job_id, job_name, queue, attempt, at_ms, index_score(at_ms), self.retention_seconds)
+        return ("EVAL", RUNNING_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args)
+
+    def deliveries(self, job_ids: Sequence[str]) -> Command:
+        """One call whose reply is each job's `deliveries`: how many times its current attempt
+        started without finishing (0 for a job without a record)."""
+        return ("EVAL", DELIVERIES_SCRIPT, len(job_ids), *(self.keys.job(job_id) for job_id in job_ids))
+
+    def retrying(
+        self,
+        *,
+        job_id: str,
+        job_name: str,
+        attempt: int,
+        error: str,
+        traceback: str,
+        next_retry_at_ms: int,
+        duration_ms: int,
+        at_ms: int,
+    ) -> Command:
+        """Attempt `attempt` failed and its retry is scheduled. Written after the ack: by then the
+        retry may have run, so it applies only if no later attempt has started and the job has
+        not finished (one call, still one round trip)."""
+        record = self.keys.job(job_id)
+        commands: list[Command] = [
+            ("HSET", record, "state", RETRYING, "error", error[:MAX_ERROR_CHARS],
+             "traceback", traceback[-MAX_TRACEBACK_CHARS:], "nextRetryAt", next_retry_at_ms,
+             "durationMs", duration_ms, "finishedAt", at_ms, "updatedAt", at_ms, "deliveries", 0),
+            *self._leave(job_id, job_name, (RUNNING,)),
+            *self._enter(job_id, job_name, RETRYING, index_score(at_ms)),
+            ("EXPIRE", record, self.retention_seconds),
+        ]  # fmt: skip
+        return ("EVAL", UNLESS_SUPERSEDED, 1, record, attempt, *flatten(commands))
+
+    def succeeded(
+        self,
+        *,
+        job_id: str,
+        job_name: str,
+        duration_ms: int,
+        at_ms: int,
+        attempt: int | None = None,
+        started: bool = False,
+    ) -> Command:
+        """The attempt succeeded. `attempt` is written too: its `running` may not have been (Redis
+        blinked). `started`: its `running` is known to have been written, so only the running
+        index holds it (nothing else puts a running job in another index: a requeue takes
+        finished jobs only)."""
+        left = (RUNNING,) if started else (RUNNING, QUEUED, RETRYING)
+        indexes = self._indexes(job_name, (SUCCEEDED, *left))
+        args = (job_id, duration_ms, at_ms, index_score(at_ms), self.retention_seconds)
+        counted = () if attempt is None else (attempt,)
+        return ("EVAL", SUCCEEDED_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args, *counted)
+
+    def skipped(self, *, job_id: str, job_name: str, reason: str, at_ms: int) -> list[Command]:
+        record = self.keys.job(job_id)
+        return [
+            ("HSET", record, "state", SKIPPED, "error", reason[:MAX_ERROR_CHARS], "finishedAt", at_ms,
+             "updatedAt", at_ms, "deliveries", 0),
+            *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
+            *self._enter(job_id, job_name, SKIPPED, index_score(at_ms)),
+            ("EXPIRE", record, self.retention_seconds),
+        ]  # fmt: skip
+
+    def failed(
+        self,
+        *,
+        job_id: str,
+        job_name: str,
+        queue: str,
+        error: str,
+        traceback: str,
+        attempts: int,
+        data_json: str,
+        dead_letter_id: str,
+        duration_ms: int | None,
+        at_ms: int,
+    ) -> list[Command]:
+        """Dead-lettered: retries spent, a permanent error, or a crash loop."""
+        record = self.keys.job(job_id)
+        error = error[:MAX_ERROR_CHARS]
+        fields: list[Any] = [
+            "jobId", job_id, "jobName", job_name, "queue", queue, "state", FAILED, "error", error,
+            "traceback", traceback[-MAX_TRACEBACK_CHARS:], "attempts", attempts, "finishedAt", at_ms,
+            "updatedAt", at_ms, "deadLetterId", dead_letter_id, "deliveries", 0,
+        ]  # fmt: skip
+        if duration_ms is not None:
+            fields += ["durationMs", duration_ms]
+        compat = self.keys.failed_job_compat(job_id)
+        failed_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_ms / 1000))
+        return [
+            ("HSET", record, *fields),
+            ("HDEL", record, "nextRetryAt"),
+            *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
+            *self._enter(job_id, job_name, FAILED, index_score(at_ms)),
+            ("EXPIRE", record, self.retention_seconds),
+            ("HSET", compat, "jobId", job_id, "jobName", job_name, "data", data_json, "error", error,
+             "attempts", attempts, "failedAt", at_ms, "time", failed_at),
+            ("EXPIRE", compat, self.retention_seconds),
+        ]  # fmt: skip
+
+    def counted_execution(self, job_id: str) -> Command:
+        """An execution whose `running` could not be written (Redis was down)."""
+        return ("HINCRBY", self.keys.job(job_id), "executions", 1)
+
+    def delete(self, job_id: str, job_name: str) -> list[Command]:
+        commands: list[Command] = [("DEL", self.keys.job(job_id), self.keys.failed_job_compat(job_id))]
+        for state in (*STATES, "all"):
+            commands.append(("ZREM", self.keys.state_index(state), job_id))
+            commands.append(("ZREM", self.keys.state_index(state, job_name), job_id))
+        return commands
+
+    def _indexes(self, job_name: str, states: Iterable[str]) -> list[str]:
+        """The global and per-job-type index of each state, in that order."""
+        return [
+            key for state in states for key in (self.keys.state_index(state), self.keys.state_index(state, job_name))
+        ]
+
+    def _enter(self, job_id: str, job_name: str, state: str, score: int) -> list[Command]:
+        return [("ZADD", key, score, job_id) for key in self._indexes(job_name, (state,))]
+
+    def _leave(self, job_id: str, job_name: str, states: Iterable[str]) -> list[Command]:
+        return [("ZREM", key, job_id) for key in self._indexes(job_name, states)]

@@ -1,0 +1,111 @@
+"""A job's record in the outcome log: its states and its fields, defined once.
+
+The writer (`log.py` and the Lua scripts it loads), the reader (`store.py`) and the OpenAPI
+document all take the field list from here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+QUEUED = "queued"
+RUNNING = "running"
+RETRYING = "retrying"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+STATES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, SKIPPED)
+FINAL_STATES = (SUCCEEDED, FAILED, SKIPPED)
+
+MAX_ERROR_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 4_000
+
+#: Every field a record can hold: name -> its JSON type as the API shows it. Integers are times
+#: in ms since the epoch, durations in ms, or counts.
+FIELDS: dict[str, str] = {
+    "jobId": "string",
+    "jobName": "string",
+    "queue": "string",
+    "state": "string",
+    "attempts": "integer",
+    "maxRetries": "integer",
+    "enqueuedAt": "integer",
+    "startedAt": "integer",
+    "finishedAt": "integer",
+    "durationMs": "integer",
+    "error": "string",
+    "traceback": "string",
+    "nextRetryAt": "integer",
+    "runAt": "integer",
+    "executions": "integer",
+    "deliveries": "integer",
+    "redeliveries": "integer",
+    "redeliveredAt": "integer",
+    "requeues": "integer",
+    "updatedAt": "integer",
+    "deadLetterId": "string",
+    "data": "any",
+}
+INT_FIELDS = tuple(name for name, kind in FIELDS.items() if kind == "integer")
+#: Counts that read as 0 when the record has never had them.
+ZERO_WHEN_ABSENT = ("attempts", "executions", "redeliveries")
+
+#: What a job accepted or put back on its queue writes, in this order (the enqueue script takes
+#: their values in the same order; an empty value leaves the field out). `jobId` comes first.
+QUEUED_FIELDS = (
+    "jobId", "jobName", "queue", "state", "maxRetries", "enqueuedAt", "data", "attempts", "deliveries",
+    "updatedAt", "runAt",
+)  # fmt: skip
+#: A new job also starts its count of executions.
+NEW_JOB_FIELDS = (*QUEUED_FIELDS, "executions")
+
+#: What `GET /jobs/{id}` and the job lists show of a record.
+PUBLIC_FIELDS = (
+    "jobId", "jobName", "queue", "state", "attempts", "maxRetries", "enqueuedAt", "startedAt", "finishedAt",
+    "durationMs", "error", "nextRetryAt", "runAt", "executions", "redeliveries", "requeues",
+)  # fmt: skip
+
+assert set(NEW_JOB_FIELDS) <= set(FIELDS) and set(PUBLIC_FIELDS) <= set(FIELDS) and QUEUED_FIELDS[0] == "jobId"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def index_score(timestamp_ms: int, sequence: int = 0) -> int:
+    """Index scores are microseconds, so that jobs of one batch keep their order and rarely tie."""
+    return timestamp_ms * 1000 + sequence % 1000
+
+
+def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
+    """A record as read from Redis, as the API shows it: numbers as numbers, data as JSON,
+    missing fields as null."""
+    record = {_text(k): _text(v) for k, v in raw.items()}
+    out: dict[str, Any] = {}
+    for name, kind in FIELDS.items():
+        value = record.get(name)
+        if kind == "integer":
+            out[name] = int(value) if value not in (None, "") else (0 if name in ZERO_WHEN_ABSENT else None)
+        elif kind == "any":
+            out[name] = _json(value)
+        else:
+            out[name] = value
+    return out
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A decoded record as `GET /jobs/{id}` shows it."""
+    return {name: record.get(name) for name in PUBLIC_FIELDS}
+
+
+def _json(value: str | None) -> Any:
+    try:
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,122 @@
+"""The worker: one broker, built from the settings, with our middleware, and the declared job
+types bound to it as Dramatiq actors. `dramatiq app.actors` gets here through app/actors/."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from periodiq import PeriodiqMiddleware
+
+from app.broker.broker import TaskQueueBroker
+from app.broker.enqueue import Enqueuer
+from app.connection.clients import make_client
+from app.connection.worker_writes import WorkerWrites
+from app.jobs import JobContext, JobRegistry, JobType
+from app.keys import Keys
+from app.logs import configure_logging
+from app.middleware.drain import Drain
+from app.middleware.liveness import Liveness
+from app.middleware.metrics import WorkerMetrics
+from app.middleware.outcomes import OutcomeRecorder
+from app.middleware.process_group import OwnProcessGroup
+from app.middleware.retries import DurableRetries
+from app.outcomes.log import OutcomeLog
+from app.settings import Settings
+
+#: periodiq skips a periodic message handled later than this after its tick. A cleanup that
+#: waited behind a backlog or a worker outage must still run, so allow most of a day.
+PERIODIC_SKIP_DELAY_S = 23 * 3600
+
+
+def build_middleware(
+    settings: Settings, keys: Keys, log: OutcomeLog, client: redis.Redis, writes: WorkerWrites
+) -> list[Middleware]:
+    """The stack, in order. After-hooks run in reverse, so our recorders sit *before* the
+    retries middleware: they run after it and see its verdict (retry scheduled or dead)."""
+    metrics = WorkerMetrics(settings=settings)
+    return [
+        OwnProcessGroup(),
+        AgeLimit(),
+        TimeLimit(time_limit=settings.job_time_limit_ms),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        CurrentMessage(),
+        metrics,
+        PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_DELAY_S),
+        OutcomeRecorder(
+            log=log,
+            writes=writes,
+            max_crash_deliveries=settings.max_crash_deliveries,
+            on_write_error=metrics.count_log_error,
+        ),
+        Liveness(keys=keys, client=client, heartbeat_timeout_ms=settings.heartbeat_timeout_ms),
+        Drain(),
+        DurableRetries(
+            max_retries=settings.max_retries,
+            min_backoff=settings.retry_min_backoff_ms,
+            max_backoff=settings.retry_max_backoff_ms,
+            enqueue_deadline_ms=settings.retry_enqueue_deadline_ms,
+        ),
+    ]
+
+
+def create_broker(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
+    """The broker for these settings, with our middleware, not yet connected."""
+    keys = Keys(namespace=settings.namespace)
+    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
+    client = make_client(settings)
+    writes = WorkerWrites(client)
+    return TaskQueueBroker(
+        settings=settings,
+        keys=keys,
+        enqueuer=Enqueuer(registry=registry, keys=keys, log=log, settings=settings),
+        client=client,
+        writes=writes,
+        middleware=build_middleware(settings, keys, log, client, writes),
+    )
+
+
+def bind(registry: JobRegistry, broker: TaskQueueBroker) -> dict[str, dramatiq.Actor[Any, Any]]:
+    """Each declared job type as an actor of `broker`, its function given the broker's context."""
+    context = JobContext(settings=broker.settings, client=broker.client, keys=broker.keys, registry=registry)
+    return {job_type.name: _actor(job_type, broker, context) for job_type in registry}
+
+
+def _actor(job_type: JobType, broker: TaskQueueBroker, context: JobContext) -> dramatiq.Actor[Any, Any]:
+    @functools.wraps(job_type.fn)
+    def run(job_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+        # periodiq sends a periodic job's message with no arguments; the API and the producer
+        # with (job_id, data).
+        job_type.fn(job_id or "", data or {}, context)
+
+    actor: dramatiq.Actor[Any, Any] = dramatiq.actor(  # type: ignore[call-overload]
+        run,
+        broker=broker,
+        actor_name=job_type.name,
+        queue_name=job_type.queue,
+        throws=job_type.throws,
+        **job_type.options,
+    )
+    return actor
+
+
+def start(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
+    """The worker process's one broker, set as Dramatiq's, with every job type bound to it."""
+    configure_logging(settings)
+    broker = create_broker(settings, registry)
+    dramatiq.set_broker(broker)
+    bind(registry, broker)
+    return broker
