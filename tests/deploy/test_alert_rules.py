@@ -11,7 +11,7 @@ import yaml
 
 from tests.support.prometheus import require_binary
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "deploy" / "prometheus.yml"
 RULE_FILES = sorted((REPO / "deploy" / "alerts").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "deploy" / "alerts" / "tests").glob("*.yml"))

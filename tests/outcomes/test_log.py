@@ -15,7 +15,7 @@ from app.jobs import JobRegistry
 from app.keys import Keys
 from app.outcomes.log import OutcomeLog
 from app.settings import Settings
-from tests.test_batching import dump, run_multi
+from tests.connection.test_batching import dump, run_multi
 
 KEYS = Keys()
 LISTS = OutcomeLog(keys=KEYS, retention_seconds=3600)

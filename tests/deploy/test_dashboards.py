@@ -12,7 +12,7 @@ import yaml
 
 from tests.support.prometheus import PrometheusQueryError, PrometheusServer, dashboard_queries, iter_panels
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DASHBOARD_UIDS = {"overview.json": "taskqueue-overview", "job-type.json": "taskqueue-job-type"}
