@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from app.delivery.email_domains import memoize_domain_checks
 from app.errors import InvalidJobData, PermanentJobError, UnknownJob
 from app.settings import Settings
 
@@ -23,9 +22,6 @@ if TYPE_CHECKING:
     import redis
 
     from app.keys import Keys
-
-# Validation is the largest cost of an enqueue; an email address's domain check is most of it.
-memoize_domain_checks()
 
 DEFAULT_QUEUE = "default"
 #: The key, in a schema's validation context, of the settings it is validated under.

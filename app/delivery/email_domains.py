@@ -7,7 +7,9 @@ between requests, as part of a larger whole. Two things make it cheaper here:
   depends on the domain alone, and jobs come with the same few domains over and over. Invalid
   domains raise as before (exceptions are not remembered). Caveat: changes an application makes
   to email_validator.SPECIAL_USE_DOMAIN_NAMES at run time do not reach domains already checked
-  (we make none).
+  (we make none). The check is email_validator's own function (an internal: pinned in
+  pyproject.toml, its shape checked by tests/test_dependency_internals.py); email_validator
+  itself is left as it is.
 - `EmailAddress` takes the common shape, a plain ASCII `local@domain`, straight to the domain
   check and the length limits, and gives everything else (quoted local parts, display names,
   Unicode, errors) to pydantic's own email validation. Both paths give the same normalized
@@ -26,7 +28,7 @@ from email_validator import rfc_constants
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic.networks import validate_email
 
-# The module, not its function of the same name: the domain check is looked up on it, memoized.
+# The module, not its function of the same name: its domain check is what is memoized here.
 _checks = importlib.import_module("email_validator.validate_email")
 # An unquoted ASCII dot-atom local part (email_validator's first and fastest rule) and an ASCII
 # domain, for the domain check to judge.
@@ -35,21 +37,11 @@ _PLAIN_ADDRESS = re.compile(rf"([{rfc_constants.ATEXT}]+(?:\.[{rfc_constants.ATE
 REMEMBERED_DOMAINS = 4_096
 
 
-def memoize_domain_checks() -> None:
-    """Put the memoized domain check in email_validator's place (once)."""
-    original = _checks.validate_email_domain_name
-    if getattr(original, "memoized", False):
-        return
-
-    @functools.lru_cache(maxsize=REMEMBERED_DOMAINS)
-    def remembered(domain: str, test_environment: bool, globally_deliverable: bool) -> Any:
-        return original(domain, test_environment=test_environment, globally_deliverable=globally_deliverable)
-
-    def check(domain: str, test_environment: bool = False, globally_deliverable: bool = True) -> Any:
-        return dict(remembered(domain, test_environment, globally_deliverable))  # a copy: callers own it
-
-    check.memoized = True  # type: ignore[attr-defined]
-    _checks.validate_email_domain_name = check  # type: ignore[attr-defined]
+@functools.lru_cache(maxsize=REMEMBERED_DOMAINS)
+def _domain_check(domain: str, test_environment: bool, globally_deliverable: bool) -> Any:
+    return _checks.validate_email_domain_name(
+        domain, test_environment=test_environment, globally_deliverable=globally_deliverable
+    )
 
 
 def normalized_email(value: str) -> str:
@@ -59,11 +51,7 @@ def normalized_email(value: str) -> str:
         return validate_email(value)[1]
     local, domain = match[1], match[2]
     try:
-        names = _checks.validate_email_domain_name(
-            domain,
-            test_environment=email_validator.TEST_ENVIRONMENT,
-            globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,
-        )
+        names = _domain_check(domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
     except email_validator.EmailNotValidError:
         return validate_email(value)[1]  # raises, with email_validator's reason
     normalized = f"{local}@{names['domain']}"

@@ -15,6 +15,7 @@ import redis
 from app.broker.broker import TaskQueueBroker
 from app.broker.consumer import InFlight
 from app.broker.messages import FetchedMessage
+from app.jobs import JobRegistry
 from app.keys import Keys
 from app.middleware.liveness import STOPPED, Liveness
 from app.outcomes.record import now_ms
@@ -61,7 +62,7 @@ def test_sweep_after_an_outage_waits_for_a_whole_timeout_of_its_own_heartbeats(r
 
 @pytest.fixture
 def broker(redis_server: RedisServer) -> Iterator[TaskQueueBroker]:
-    made = create_broker(Settings.from_env({"REDIS_URL": redis_server.url, "WORKER_PREFETCH": "1"}))
+    made = create_broker(Settings.from_env({"REDIS_URL": redis_server.url, "WORKER_PREFETCH": "1"}), JobRegistry())
     made.declare_queue("default")
     yield made
     made.client.close()
