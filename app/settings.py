@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from app.errors import SettingsError
 
@@ -124,7 +124,7 @@ class Settings:
             if item.name in _SECRETS:
                 value = "***" if value else ""
             elif item.name in _URLS:
-                value = _redact(value)
+                value = redact_url(value)
             shown.append(f"{item.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -144,15 +144,12 @@ def _redis_url(env: Mapping[str, str], reader: _Reader) -> tuple[str, bool]:
         else:
             url, is_default = Settings.redis_url, True
     parts = urlsplit(url)
-    shown = _redact(url)
+    shown = redact_url(url)
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
         raise SettingsError(
             f"REDIS_URL={shown!r} is not a Redis URL: use redis://[:password@]host:port/db or rediss:// for TLS"
         )
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise SettingsError(f"REDIS_URL={shown!r} has an invalid port: use a number from 1 to 65535") from None
+    _require_port(parts, f"REDIS_URL={shown!r} has an invalid port: use a number from 1 to 65535")
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_connect_timeout", str(REDIS_CONNECT_TIMEOUT_S))
     query.setdefault("socket_timeout", str(REDIS_SOCKET_TIMEOUT_S))
@@ -160,7 +157,16 @@ def _redis_url(env: Mapping[str, str], reader: _Reader) -> tuple[str, bool]:
     return urlunsplit(parts._replace(query=urlencode(query))), is_default
 
 
-def _redact(url: str) -> str:
+def _require_port(parts: SplitResult, message: str) -> None:
+    """SettingsError(message) unless the URL's port, if any, is a valid one."""
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise SettingsError(message) from None
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to print: its password replaced with ***."""
     parts = urlsplit(url)
     if parts.password:
         userinfo, _, hostport = parts.netloc.rpartition("@")
@@ -173,11 +179,6 @@ def hand_to_prometheus_client(multiprocess_dir: Path) -> None:
     """The one write to the process's environment: prometheus-client's multiprocess mode reads
     its directory from PROMETHEUS_MULTIPROC_DIR and nowhere else (when a metric is created)."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiprocess_dir)
-
-
-def redact_url(url: str) -> str:
-    """A URL safe to print: its password replaced with ***."""
-    return _redact(url)
 
 
 class _Reader:
@@ -216,12 +217,9 @@ class _Reader:
         parts = urlsplit(raw)
         if parts.scheme not in schemes or not parts.hostname:
             raise SettingsError(
-                f"{name}={_redact(raw)!r} is not valid: expected {' or '.join(s + '://host:port' for s in schemes)}"
+                f"{name}={redact_url(raw)!r} is not valid: expected {' or '.join(s + '://host:port' for s in schemes)}"
             )
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise SettingsError(f"{name}={_redact(raw)!r} has an invalid port") from None
+        _require_port(parts, f"{name}={redact_url(raw)!r} has an invalid port")
         return raw
 
     def hosts(self, name: str) -> tuple[str, ...]:

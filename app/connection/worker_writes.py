@@ -205,9 +205,27 @@ class WorkerWrites:
                 self._wake_flusher.set()  # sent by someone else meanwhile, or more came: look again
 
     def _send(self, *, post: bool = False) -> None:
-        """Send what is pending (the caller holds a lane); read the replies still owed on that
+        """Send what is pending (the caller holds the lane); read the replies still owed on that
         connection (a post: only once many wait), then, unless this is a post, those of this
         batch. Pass the lane on."""
+        batch, connection, unread = self._take()
+        # A post reads no reply of its own: its thread must not wait on Redis. It reads those of
+        # earlier units once many wait (sent at least a job ago, they are there): left to the
+        # flusher, which gets the lane only when it is free, they could pile up without bound.
+        read_unread = not post or len(unread) >= MAX_UNREAD_UNITS
+        failure = self._exchange(connection, batch, unread if read_unread else [], read_own=not post)
+        self._release_sent(batch)  # also when sending failed: such units are tried again later
+        # After a post, the units whose replies are unread wait for someone to read them, unless
+        # sending failed: then they are all in doubt, and tried again.
+        if post and failure is None:
+            settled, posted = (unread, batch) if read_unread else ([], [*unread, *batch])
+        else:
+            settled, posted = unread + batch, []
+        self._hand_over(connection, posted, self._settle(settled, failure), failure)
+
+    def _take(self) -> tuple[list[_Unit], Any, list[_Unit]]:
+        """What is pending, and the connection to send it on with the units whose replies are
+        still unread on it."""
         with self._lock:
             batch, self._pending = self._load_scripts(self._pending), []
             if self._pid != current_pid():  # a forked child: the parent's connections are not ours
@@ -218,18 +236,19 @@ class WorkerWrites:
                 connection, unread = (self._connections.pop() if self._connections else None), []
         if connection is None:
             connection = self.client.connection_pool.make_connection()
+        return batch, connection, unread
+
+    def _exchange(
+        self, connection: Any, batch: list[_Unit], unread: list[_Unit], *, read_own: bool
+    ) -> BaseException | None:
+        """Send `batch`, read the replies of `unread` and (`read_own`) of `batch`; the failure, if any."""
         failure: BaseException | None = None
-        # A post reads no reply of its own: its thread must not wait on Redis. It reads those of
-        # earlier units once many wait (sent at least a job ago, they are there): left to the
-        # flusher, which gets a lane only when one is free, they could pile up without bound.
-        read_unread = not post or len(unread) >= MAX_UNREAD_UNITS
         try:
-            if batch:  # empty when a waiting thread got a lane after its unit had gone with another
+            if batch:  # empty when a waiting thread got the lane after its unit had gone with another
                 connection.send_packed_command([b"".join(unit.packed for unit in batch)])
                 self._release_sent(batch)
-            if read_unread:
-                self._read_replies(connection, unread)
-            if not post:
+            self._read_replies(connection, unread)
+            if read_own:
                 self._read_replies(connection, batch)
         except REDIS_DOWN_ERRORS as error:
             failure = unavailable(error)
@@ -240,22 +259,26 @@ class WorkerWrites:
         if failure is not None or any(isinstance(unit.error, NoScriptError) for unit in unread + batch):
             with self._lock:
                 self._loaded.clear()  # Redis may have restarted (or its scripts were flushed)
-        self._release_sent(batch)  # also when sending failed: such units are tried again later
-        # After a post, the units whose replies are unread wait for someone to read them, unless
-        # sending failed: then they are all in doubt, and tried again.
-        if post and failure is None:
-            settled = unread if read_unread else []
-            posted = batch if read_unread else [*unread, *batch]
-        else:
-            settled, posted = unread + batch, []
+        return failure
+
+    def _settle(self, units: list[_Unit], failure: BaseException | None) -> list[_Unit]:
+        """Finish the units whose exchange is over; those to try again."""
         retry: list[_Unit] = []
-        for unit in settled:
+        for unit in units:
             if failure is not None and not unit.done and unit.error is None:
                 unit.error = failure
             if _again(unit):
                 retry.append(unit)
             else:
                 self._finish(unit)
+        return retry
+
+    def _hand_over(
+        self, connection: Any, posted: list[_Unit], retry: list[_Unit], failure: BaseException | None
+    ) -> None:
+        """Keep the connection (with the posted units whose replies it owes), put the units to
+        try again first in line, and pass the lane to a thread waiting on a write of its own, or
+        to the flusher."""
         with self._lock:
             if posted:
                 self._unread = (connection, posted)
@@ -264,7 +287,6 @@ class WorkerWrites:
             self._failures = self._failures + 1 if retry and failure is not None else 0
             if retry:
                 self._pending[:0] = retry  # first in line again, in their order
-            # The lane goes to a thread waiting on a write of its own, else it is free.
             following = next(
                 (unit for unit in self._pending if unit.waiter is not None and not unit.lead and not unit.released),
                 None,
