@@ -48,7 +48,6 @@ FIELDS: dict[str, str] = {
     "deadLetterId": "string",
     "data": "any",
 }
-INT_FIELDS = tuple(name for name, kind in FIELDS.items() if kind == "integer")
 #: Counts that read as 0 when the record has never had them.
 ZERO_WHEN_ABSENT = ("attempts", "executions", "redeliveries")
 
