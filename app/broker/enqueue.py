@@ -20,7 +20,7 @@ from app.errors import UnknownJob
 from app.jobs import JobRegistry
 from app.keys import Keys, canonical_queue, delay_queue
 from app.outcomes.log import ENQUEUE_ONCE_SCRIPT, ENQUEUE_SCRIPT, OutcomeLog
-from app.outcomes.record import now_ms
+from app.outcomes.record import index_score, now_ms
 from app.settings import Settings
 
 #: The fields of a job as the API and the producer take it.
@@ -49,7 +49,9 @@ class Enqueuer:
     log: OutcomeLog
     settings: Settings
     #: The enqueue script's arguments that all jobs of one type and queue share: built once.
-    _shared: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
+    _shared: dict[tuple[str, str, str], tuple[tuple[Any, ...], ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def message(
         self, job_name: object, data: Any, *, delay_ms: int | None = None, job_id: str | None = None
@@ -142,11 +144,18 @@ class Enqueuer:
         shared = self._shared.get((target, job_name, queue))
         if shared is None:
             keys = self.keys
-            shared = (keys.queue_messages(target), keys.queue(target))
-            self._shared[(target, job_name, queue)] = shared
+            message_keys = (keys.queue_messages(target), keys.queue(target))
+            wakeup = (keys.wakeup(target), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS)
+            shared = self._shared[(target, job_name, queue)] = (
+                message_keys,
+                wakeup,
+                self.log.new_job_keys(job_name, queue),
+            )
+        message_keys, wakeup, record_keys = shared
+        # The block's layout: app/connection/lua/enqueue_jobs.lua.
         block = [
-            *shared, options["redis_message_id"], encode(stored), self.keys.wakeup(target), WAKEUP_TOKENS,
-            WAKEUP_TTL_SECONDS, *self.log.new_job_block(job_id, job_name, queue, at_ms, sequence),
+            *message_keys, options["redis_message_id"], encode(stored), *wakeup,
+            self.keys.job(job_id), index_score(at_ms, sequence), *record_keys,
             *self.log.queued_values(
                 job_id=job_id, job_name=job_name, queue=queue, max_retries=self.max_retries_of(stored),
                 data_json=COMPACT_JSON.encode(job_data(stored)), at_ms=at_ms,

@@ -93,15 +93,14 @@ class OutcomeLog:
             ("EXPIRE", record, self.retention_seconds),
         ]
 
-    def new_job_block(self, job_id: str, job_name: str, queue: str, at_ms: int, sequence: int) -> list[Any]:
-        """The part of a new job's block of the enqueue script that the outcome log owns, after
-        the message's: the record, the index score, the four indexes, the count, the retention."""
+    def new_job_keys(self, job_name: str, queue: str) -> tuple[Any, ...]:
+        """What the new jobs of one type share in their blocks of the enqueue script: the queued
+        and all indexes (global, per type), the enqueued count (hash, field), the retention."""
         keys = self.keys
-        return [
-            keys.job(job_id), index_score(at_ms, sequence),
+        return (
             keys.state_index(QUEUED), keys.state_index(QUEUED, job_name), keys.all_index(), keys.all_index(job_name),
             keys.enqueued_counts(), keys.enqueued_count_field(job_name, queue), self.retention_seconds,
-        ]  # fmt: skip
+        )  # fmt: skip
 
     def running(self, *, job_id: str, job_name: str, queue: str, attempt: int, at_ms: int) -> Command:
         """An attempt starts; the call's reply counts how many times this attempt was delivered
