@@ -29,6 +29,7 @@ from app.connection.clients import describe, make_async_client, make_client
 from app.errors import SettingsError
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
+from app.logs import configure_logging
 from app.outcomes.log import OutcomeLog
 from app.outcomes.store import JobStore
 from app.settings import Settings
@@ -140,7 +141,9 @@ class _AppFromEnvironment:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
             try:
-                self._app = create_app(Settings.from_env())
+                settings = Settings.from_env()
+                configure_logging(settings)
+                self._app = create_app(settings)
             except SettingsError as error:
                 if scope["type"] == "lifespan":
                     await receive()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from app.connection.clients import translated
@@ -20,6 +20,9 @@ from app.errors import BrokerUnavailable, InvalidJobData, JobNotFound, JobStateC
 logger = logging.getLogger("app.http")
 
 RETRY_AFTER_S = 5
+#: What the HTTP metrics count for a client that went away before it sent its whole request (as nginx does).
+#: Never sent: there is no one to send it to.
+CLIENT_GONE = 499
 #: Reads and writes answer within this even if Redis hangs.
 REDIS_DEADLINE_S = 4.0
 
@@ -104,6 +107,17 @@ async def _conflict(request: Request, exc: Exception) -> Response:
     return error_body(409, str(exc))
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Not a server error, and nothing was done: the body was never read whole. The server drops
+    # this answer (the connection is closed); the HTTP metrics count it under its status.
+    logger.info(
+        "Client disconnected before sending the whole body of %s %s; nothing was done",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=CLIENT_GONE)
+
+
 #: Our errors and their answers.
 ERROR_HANDLERS = {
     ApiError: _api_error,
@@ -112,4 +126,5 @@ ERROR_HANDLERS = {
     InvalidJobData: _invalid_data,
     JobNotFound: _not_found,
     JobStateConflict: _conflict,
+    ClientDisconnect: _client_gone,
 }

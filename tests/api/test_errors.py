@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.body import MAX_JSON_DEPTH
 from app.api.errors import REDIS_DEADLINE_S, RETRY_AFTER_S
@@ -26,7 +27,7 @@ from app.keys import delay_queue
 from app.settings import Settings
 from tests.support.accepted import KEYS, NOTHING, enqueued
 from tests.support.inprocess import api_client
-from tests.support.services import ROOT, VENV_BIN, RedisServer, Stack, free_port
+from tests.support.services import ROOT, VENV_BIN, RedisServer, Stack, free_port, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -417,3 +418,36 @@ def test_the_real_server_answers_errors_as_json(stack: Stack, redis_client: redi
         assert_error(client.patch("/enqueue", headers=headers), 405, "PATCH is not allowed")
         assert client.get("/readyz").json() == {"status": "ready"}
     assert enqueued(redis_client) == NOTHING
+
+
+def _http_requests(base: str) -> dict[tuple[str, str, str], float]:
+    """taskqueue_http_requests_total by (route, method, status), as the API's /metrics shows it."""
+    found = {}
+    for family in text_string_to_metric_families(httpx.get(base + "/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "taskqueue_http_requests_total":
+                found[(sample.labels["route"], sample.labels["method"], sample.labels["status"])] = sample.value
+    return found
+
+
+@pytest.mark.slow
+def test_a_client_gone_mid_body_is_counted_as_499_not_500_and_enqueues_nothing(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    service, base = stack.api()
+    body = json.dumps(GOOD_JOB).encode()
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {stack.api_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+    # The app reads the body until the server tells it the client is gone, then counts the request.
+    counted = wait_until(lambda: _http_requests(base).get(("/enqueue", "POST", "499")), message="a 499 counted")
+    assert counted == 1
+    assert not any(status.startswith("5") for (_, _, status) in _http_requests(base)), _http_requests(base)
+    assert enqueued(redis_client) == NOTHING
+    log = service.log()
+    assert "Exception in ASGI application" not in log and "ClientDisconnect" not in log, log
+    assert "disconnected before sending the whole body of POST /enqueue" in log, log
