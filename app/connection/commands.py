@@ -82,9 +82,9 @@ def block_script(script: str) -> str:
 
 def coalesce(commands: Sequence[Command]) -> list[Command]:
     """Fewer commands with the same effect, for one MULTI/EXEC: each key's commands in their
-    order, adjacent ones of one kind merged (HSET, RPUSH, ZADD, ...), HINCRBYs of one field
-    summed, and a wake-up list's LPUSH/LTRIM/EXPIRE repeats folded into one of each. Keys
-    keep their order of first appearance; across keys, order does not matter in a transaction.
+    order, adjacent ones of one kind merged (HSET, RPUSH, ZADD, ...) and HINCRBYs of one field
+    summed. Keys keep their order of first appearance; across keys, order does not matter in a
+    transaction.
     Calls of one block script merge into one. Otherwise, commands that are not single-key
     (scripts, DEL, ...) leave the list as it is."""
     if commands and commands[0][0] == "EVAL" and commands[0][1] in _BLOCK_SCRIPTS:
@@ -113,14 +113,6 @@ def _fold(sequence: list[Command]) -> list[Command]:
             totals[name] = totals.get(name, 0) + int(amount)
         key = sequence[0][1]
         return [("HINCRBY", key, name, amount) for name, amount in totals.items()]
-    if names == {"LPUSH", "LTRIM", "EXPIRE"}:
-        trims = {command for command in sequence if command[0] == "LTRIM"}
-        expiries = {command for command in sequence if command[0] == "EXPIRE"}
-        if len(trims) == 1 and len(expiries) == 1 and sequence[-1][0] != "LPUSH":
-            key = sequence[0][1]
-            values = [value for command in sequence if command[0] == "LPUSH" for value in command[2:]]
-            ((_, _, start, stop),) = trims
-            return [("LPUSH", key, *values[-(int(stop) + 1) :]), trims.pop(), expiries.pop()]
     merged: list[list[Any]] = []
     for command in sequence:
         last = merged[-1] if merged else None

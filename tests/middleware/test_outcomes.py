@@ -1,12 +1,14 @@
-"""The outcome log without processes: OutcomeRecorder on Dramatiq's StubBroker, OutcomeLog on fakeredis.
+"""The outcome log without processes: OutcomeRecorder on Dramatiq's StubBroker, writing through
+WorkerWrites to fakeredis, and OutcomeLog's transitions on fakeredis.
 
-Counts round trips to Redis: each transition must be exactly one pipelined MULTI/EXEC, and a
-Redis that does not answer must never fail, lose or hold up the job itself.
+Records what Redis runs: each transition must be exactly one atomic unit (one script call or
+one MULTI/EXEC), in at most one round trip, and a Redis that does not answer must never fail,
+lose or hold up the job itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dramatiq
@@ -15,40 +17,70 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
+from app.connection.commands import Command
+from app.connection.worker_writes import WorkerWrites
 from app.errors import PermanentJobError
 from app.keys import Keys
 from app.middleware.outcomes import OutcomeRecorder
 from app.middleware.retries import DurableRetries
-from app.outcomes.log import UNLESS_SUPERSEDED, OutcomeLog
+from app.outcomes.log import OutcomeLog
 from app.outcomes.record import decode_record, now_ms
+from tests.support.redis_state import run_multi
 from tests.support.services import wait_until
 
 KEYS = Keys()
 LOG = OutcomeLog(keys=KEYS, retention_seconds=3600)
+#: What runs a write as one atomic unit: a script call, or the EXEC of a MULTI/EXEC.
+ATOMIC = {"EVALSHA", "EVAL", "EXEC"}
+#: What else the writes' connections send: their handshake, a MULTI, a script's load.
+NOT_WRITES = {"HELLO", "CLIENT SETINFO", "MULTI", "SCRIPT LOAD"}
 
 
-class CountingRedis(fakeredis.FakeRedis):
-    """Records every round trip: a direct command, or one pipeline execution with its commands."""
+class RecordingRedis(fakeredis.FakeRedis):
+    """A client whose connections record what Redis runs for them: for each command received,
+    the commands run (itself, then those run inside it: a script's, an EXEC's); and each round
+    trip (one packed send)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.round_trips: list[tuple[bool, list[tuple[Any, ...]]]] = []
+        self.received: list[list[Command]] = []
+        self.sends = 0
+        recording = self
 
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.round_trips.append((False, [(str(args[0]).upper(), *args[1:])]))
-        return super().execute_command(*args, **options)
+        class Connection(fakeredis.FakeRedisConnection):
+            handshaking = False
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        original = pipe.execute
+            def on_connect_check_health(self, check_health: bool = True) -> None:
+                self.handshaking = True
+                try:
+                    super().on_connect_check_health(check_health)
+                finally:
+                    self.handshaking = False
 
-        def execute(raise_on_error: bool = True) -> Any:
-            commands = [(str(args[0]).upper(), *args[1:]) for args, _ in pipe.command_stack]
-            self.round_trips.append((pipe.transaction, commands))
-            return original(raise_on_error)
+            def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                if not self.handshaking:
+                    recording.sends += 1
+                super().send_packed_command(command, check_health)
 
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
+            def _connect(self) -> Any:
+                sock = super()._connect()
+                process, run = sock._process_command, sock._run_command
+
+                def process_command(fields: list[bytes]) -> None:
+                    recording.received.append([])
+                    process(fields)
+
+                def run_command(func: Any, sig: Any, args: list[Any], from_script: bool) -> Any:
+                    recording.received[-1].append((sig.name.upper(), *(_text(arg) for arg in args)))
+                    return run(func, sig, args, from_script)
+
+                sock._process_command, sock._run_command = process_command, run_command
+                return sock
+
+        super().__init__(*args, connection_class=Connection, **kwargs)
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 class SkipFlagged(Middleware):
@@ -64,13 +96,14 @@ class SkipFlagged(Middleware):
 
 
 class Harness:
-    def __init__(self, client: CountingRedis, server: fakeredis.FakeServer) -> None:
+    def __init__(self, client: RecordingRedis, server: fakeredis.FakeServer) -> None:
         self.client = client
         self.server = server
-        self.reader = fakeredis.FakeRedis(server=server)  # the test's own reads are not counted
+        self.reader = fakeredis.FakeRedis(server=server)  # the test's own reads are not recorded
         self.write_errors = 0
+        self.writes = WorkerWrites(client)
         self.recorder = OutcomeRecorder(
-            log=LOG, client=client, max_crash_deliveries=3, on_write_error=self._count_error
+            log=LOG, writes=self.writes, max_crash_deliveries=3, on_write_error=self._count_error
         )
         # Retries wait 50-100 ms, so that the order of transitions is fixed (see the late-write tests below).
         self.broker = StubBroker(
@@ -104,17 +137,25 @@ class Harness:
     def record(self, job_id: str) -> dict[str, Any]:
         return decode_record(self.reader.hgetall(KEYS.job(job_id)))
 
-    def transitions(self) -> list[list[tuple[Any, ...]]]:
-        """The round trips made; each must be one MULTI/EXEC."""
-        for transaction, _ in self.client.round_trips:
-            assert transaction, self.client.round_trips
-        return [commands for _, commands in self.client.round_trips]
+    def transitions(self) -> list[list[Command]]:
+        """The commands Redis ran for each write, once the deferred ones have landed; each write
+        must be one atomic unit (a script call or an EXEC: not a command on its own), and none
+        may take more than one round trip."""
+        assert self.writes.flush(10), "the deferred writes to land"
+        units: list[list[Command]] = []
+        for ran in self.client.received:
+            if not ran or ran[0][0] in NOT_WRITES:  # nothing ran: queued in a MULTI, run by its EXEC
+                continue
+            assert ran[0][0] in ATOMIC, self.client.received
+            units.append(ran[1:])
+        assert self.client.sends <= len(units), (self.client.sends, units)
+        return units
 
 
 @pytest.fixture
 def harness() -> Iterator[Harness]:
     server = fakeredis.FakeServer()
-    client = CountingRedis(server=server)
+    client = RecordingRedis(server=server)
     harness = Harness(client, server)
     harness.worker.start()
     yield harness
@@ -123,32 +164,16 @@ def harness() -> Iterator[Harness]:
 
 
 def assert_transitions(harness: Harness, expected: list[str]) -> None:
-    """One round trip per transition, in this order; each enters its state's indexes (global and
-    per job type) and refreshes the record's expiry."""
-    trips = [expand(commands) for commands in harness.transitions()]
-    assert [entered_state(commands) for commands in trips] == expected, trips
-    for commands in trips:
+    """One atomic write per transition, in this order; each enters its state's indexes (global
+    and per job type) and refreshes the record's expiry."""
+    units = harness.transitions()
+    assert [entered_state(commands) for commands in units] == expected, units
+    for commands in units:
         assert [c[0] for c in commands].count("ZADD") == 2 and any(c[0] == "EXPIRE" for c in commands), commands
 
 
-def expand(commands: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The commands of a round trip, with those run by the UNLESS_SUPERSEDED script unwrapped."""
-    out: list[tuple[Any, ...]] = []
-    for command in commands:
-        if command[0] != "EVAL":
-            out.append(command)
-            continue
-        assert command[1] == UNLESS_SUPERSEDED
-        args = list(command[8:])  # after: script, numkeys, record, attempt, the 3 final states
-        while args:
-            argc = int(args[0])
-            out.append((str(args[1]).upper(), *args[2 : 1 + argc]))
-            args = args[1 + argc :]
-    return out
-
-
 def entered_state(commands: list[tuple[Any, ...]]) -> str:
-    """The state a round trip moved the job to: the state index its ZADDs name."""
+    """The state a write moved the job to: the state index its ZADDs name."""
     prefix = KEYS.state_index("")
     states = {str(c[1])[len(prefix) :].split(":")[0] for c in commands if c[0] == "ZADD"}
     assert len(states) == 1, commands
@@ -184,7 +209,7 @@ def test_retries_spent_is_failed_with_compat_entry_in_the_same_round_trip(harnes
     wait_until(lambda: harness.record("job-bad")["state"] == "failed", timeout=5, message="failed")
     assert_transitions(harness, ["running", "retrying", "running", "failed"])
     expired = [c[1] for c in harness.transitions()[-1] if c[0] == "EXPIRE"]
-    assert expired == [KEYS.job("job-bad"), KEYS.failed_job_compat("job-bad")]  # same round trip
+    assert expired == [KEYS.job("job-bad"), KEYS.failed_job_compat("job-bad")]  # the same write
     record = harness.record("job-bad")
     assert record["attempts"] == 2 and record["nextRetryAt"] is None
     failed = harness.reader.hgetall(KEYS.failed_job_compat("job-bad"))
@@ -220,27 +245,35 @@ def test_redis_down_for_the_log_never_fails_the_job(harness: Harness) -> None:
     # Both ran to success (the retry was scheduled on the broker, which is not this Redis).
     assert harness.calls == {"job-ok": 1, "job-flaky": 2}
     assert harness.broker.dead_letters == []
-    # running + succeeded for the first; running, retrying, running, succeeded for the second.
-    wait_until(lambda: harness.write_errors == 6, timeout=10, message="six counted write errors")
-    assert harness.recorder.write_errors == 6
-    # A final write is tried 3 times over 0.6 s at most: the job is never held up for long.
+    # Each start waits for Redis's reply, and fails: one for the first, two for the second.
+    wait_until(lambda: harness.write_errors == 3, timeout=10, message="three counted write errors")
+    # The final writes (succeeded; retrying, succeeded) wait for Redis behind the job, which they
+    # never hold up.
     assert now_ms() - started < 10_000
+    assert not harness.writes.flush(0), "the final writes wait for Redis"
     harness.server.connected = True
-    assert harness.reader.keys("*") == []
+    # Back: they land, in order, each counting the execution its start could not.
+    assert harness.writes.flush(20), "the final writes to land"
+    record = harness.record("job-ok")
+    assert record["state"] == "succeeded" and record["attempts"] == 1 and record["executions"] == 1
+    record = harness.record("job-flaky")
+    assert record["state"] == "succeeded" and record["attempts"] == 2 and record["executions"] == 2
+    assert record["error"] == "RuntimeError: attempt 1 failed" and record["nextRetryAt"] is None
+    assert harness.reader.zscore(KEYS.state_index("succeeded", "flakyJob"), "job-flaky") is not None
+    assert harness.reader.zcard(KEYS.state_index("retrying")) == 0
+    assert harness.write_errors == 3 and harness.recorder.write_errors == 3
 
 
-def run(client: fakeredis.FakeRedis, *transitions: list[tuple[Any, ...]]) -> None:
-    for commands in transitions:
-        with client.pipeline() as pipeline:
-            for command in commands:
-                pipeline.execute_command(*command)
-            pipeline.execute()
+def run(client: fakeredis.FakeRedis, *transitions: Command | Sequence[Command]) -> None:
+    """Each transition in a MULTI/EXEC of its own, in order (a script call is one command)."""
+    for transition in transitions:
+        run_multi(client, [transition] if isinstance(transition, tuple) else transition)
 
 
 IDS = {"job_id": "j1", "job_name": "flakyJob"}
 
 
-def late_retrying(attempt: int, at_ms: int) -> list[tuple[Any, ...]]:
+def late_retrying(attempt: int, at_ms: int) -> Command:
     return LOG.retrying(
         attempt=attempt, error="E", traceback="T", next_retry_at_ms=at_ms + 100, duration_ms=3, at_ms=at_ms, **IDS
     )
@@ -304,6 +337,7 @@ def test_the_recorder_runs_its_after_hooks_after_the_retries_middleware() -> Non
     from app.settings import Settings
     from app.worker import build_middleware
 
-    kinds = [type(m) for m in build_middleware(Settings(), KEYS, LOG, fakeredis.FakeRedis())]
+    client = fakeredis.FakeRedis()
+    kinds = [type(m) for m in build_middleware(Settings(), KEYS, LOG, client, WorkerWrites(client))]
     assert kinds.count(OutcomeRecorder) == 1 and kinds.count(DurableRetries) == 1
     assert kinds.index(OutcomeRecorder) < kinds.index(DurableRetries)

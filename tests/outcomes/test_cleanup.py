@@ -1,6 +1,6 @@
 """Retention cleanup: only what is older than the retention goes, in bounded batches; runs are
 recorded and catch up; records expire on their own; the periodic actor is scheduled, runs late,
-and runs on demand (API and `python -m app.cleanup`)."""
+and runs on demand (API and `python -m app.outcomes.cleanup`)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import dramatiq
 import pytest
 import redis
 
+from app.broker.enqueue import Enqueuer
+from app.connection.commands import Command
+from app.jobs import JobRegistry
 from app.keys import Keys
 from app.outcomes import cleanup
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import STATES, now_ms
+from app.settings import Settings
 from tests.support.periodic import send_periodic
 from tests.support.services import ROOT, Stack, wait_until
 
@@ -55,16 +60,32 @@ class CountingClient:
         return getattr(self.client, name)
 
 
-def finished_job(job_id: str, at_ms: int, state: str = "succeeded", job_name: str = "emailJob") -> list[Any]:
-    """The commands of a job enqueued, run and finished (succeeded or failed) at `at_ms`."""
-    log = OutcomeLog(keys=KEYS, retention_seconds=RETENTION_S)
+ENQUEUER = Enqueuer(
+    registry=JobRegistry(),
+    keys=KEYS,
+    log=OutcomeLog(keys=KEYS, retention_seconds=RETENTION_S),
+    settings=Settings(max_retries=1),
+)
+
+
+def finished_job(job_id: str, at_ms: int, state: str = "succeeded", job_name: str = "emailJob") -> list[Command]:
+    """The commands of a job enqueued, fetched and acked by a worker (its message leaves the
+    queue: no worker of a test runs it again), run and finished (succeeded or failed) at `at_ms`."""
+    log = ENQUEUER.log
     ids = {"job_id": job_id, "job_name": job_name}
+    message = dramatiq.Message(
+        queue_name="default", actor_name=job_name, args=(job_id, {}), kwargs={}, options={}, message_id=job_id
+    )
+    stored, enqueue = ENQUEUER.commands(message, None, at_ms=at_ms - 20)
+    redis_id = stored.options["redis_message_id"]
     commands = [
-        *log.queued(queue="default", max_retries=1, data_json="{}", at_ms=at_ms - 20, **ids),
-        *log.running(queue="default", attempt=1, at_ms=at_ms - 10, **ids),
+        *enqueue,
+        ("LREM", KEYS.queue("default"), 0, redis_id),
+        ("HDEL", KEYS.queue_messages("default"), redis_id),
+        log.running(queue="default", attempt=1, at_ms=at_ms - 10, **ids),
     ]
     if state == "succeeded":
-        commands += log.succeeded(duration_ms=10, at_ms=at_ms, **ids)
+        commands.append(log.succeeded(duration_ms=10, at_ms=at_ms, **ids))
     else:
         commands += log.failed(
             queue="default",
@@ -220,7 +241,12 @@ def test_cleanup_runs_once_from_the_command_line(stack: Stack, redis_client: red
     now = now_ms()
     seed(redis_client, {"ancient-2": (now - 30 * DAY_MS, "succeeded"), "recent-2": (now - DAY_MS, "succeeded")})
     result = subprocess.run(
-        [sys.executable, "-m", "app.cleanup"], env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "app.outcomes.cleanup"],
+        env=stack.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -228,7 +254,7 @@ def test_cleanup_runs_once_from_the_command_line(stack: Stack, redis_client: red
     assert not present(redis_client, "ancient-2")["record"] and present(redis_client, "recent-2")["record"]
     assert redis_client.hget(KEYS.cleanup_status(), "lastRunAt")
     down = subprocess.run(
-        [sys.executable, "-m", "app.cleanup"],
+        [sys.executable, "-m", "app.outcomes.cleanup"],
         env={**stack.env, "REDIS_URL": "redis://127.0.0.1:1/0"},
         cwd=ROOT,
         capture_output=True,

@@ -12,6 +12,7 @@ import pydantic
 import pytest
 
 from app.broker.enqueue import Enqueuer
+from app.connection.commands import Command, run_commands
 from app.errors import JobStateConflict
 from app.jobs import JobRegistry, JobType
 from app.keys import Keys
@@ -27,16 +28,18 @@ class AnyData(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="allow")
 
 
-def make_store(client: Any) -> JobStore:
-    registry = JobRegistry()
+def registry() -> JobRegistry:
+    job_types = JobRegistry()
     for name in ("aJob", "bJob"):
-        registry.add(JobType(name=name, schema=AnyData, fn=lambda job_id, data, context: None))
-    return JobStore(
-        client=client,
-        keys=KEYS,
-        log=LOG,
-        enqueuer=Enqueuer(registry=registry, keys=KEYS, log=LOG, settings=Settings(max_retries=2)),
-    )
+        job_types.add(JobType(name=name, schema=AnyData, fn=lambda job_id, data, context: None))
+    return job_types
+
+
+ENQUEUER = Enqueuer(registry=registry(), keys=KEYS, log=LOG, settings=Settings(max_retries=2))
+
+
+def make_store(client: Any) -> JobStore:
+    return JobStore(client=client, keys=KEYS, log=LOG, enqueuer=ENQUEUER)
 
 
 @pytest.fixture
@@ -51,32 +54,34 @@ def server() -> fakeredis.FakeServer:
     return fakeredis.FakeServer()
 
 
-def seed(server: fakeredis.FakeServer, *transitions: list[tuple[Any, ...]]) -> None:
+def seed(server: fakeredis.FakeServer, *transitions: list[Command]) -> None:
     client = fakeredis.FakeRedis(server=server)
     with client.pipeline() as pipeline:
         for commands in transitions:
-            for command in commands:
-                pipeline.execute_command(*command)
+            run_commands(pipeline, commands)
         pipeline.execute()
     client.close()
 
 
-def queued(job_id: str, at_ms: int, sequence: int = 0, job_name: str = "aJob") -> list[tuple[Any, ...]]:
-    return LOG.queued(
-        job_id=job_id,
-        job_name=job_name,
-        queue="default",
-        max_retries=2,
-        data_json=json.dumps({"n": job_id}),
-        at_ms=at_ms,
-        sequence=sequence,
-    )
+def enqueued(job_id: str, at_ms: int, sequence: int = 0, job_name: str = "aJob") -> tuple[str, list[Command]]:
+    """A new job's enqueue (its record, index entries and message): its redis id and commands."""
+    message, _ = ENQUEUER.message(job_name, {"n": job_id}, job_id=job_id)
+    stored, commands = ENQUEUER.commands(message, None, at_ms=at_ms, sequence=sequence)
+    return stored.options["redis_message_id"], commands
 
 
-def failed(job_id: str, at_ms: int, job_name: str = "aJob") -> list[tuple[Any, ...]]:
+def queued(job_id: str, at_ms: int, sequence: int = 0, job_name: str = "aJob") -> list[Command]:
+    return enqueued(job_id, at_ms, sequence, job_name)[1]
+
+
+def failed(job_id: str, at_ms: int, job_name: str = "aJob") -> list[Command]:
+    """Enqueued, fetched and acked by a worker (its message leaves the queue), run and failed."""
+    redis_id, commands = enqueued(job_id, at_ms - 10, job_name=job_name)
     return [
-        *queued(job_id, at_ms - 10, job_name=job_name),
-        *LOG.running(job_id=job_id, job_name=job_name, queue="default", attempt=1, at_ms=at_ms - 5),
+        *commands,
+        ("LREM", KEYS.queue("default"), 0, redis_id),
+        ("HDEL", KEYS.queue_messages("default"), redis_id),
+        LOG.running(job_id=job_id, job_name=job_name, queue="default", attempt=1, at_ms=at_ms - 5),
         *LOG.failed(
             job_id=job_id,
             job_name=job_name,
