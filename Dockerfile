@@ -38,6 +38,9 @@ RUN pip install --no-deps /tmp/build && rm -rf /tmp/build
 
 # Writable by the app user: relative paths of the settings (var/mail/outbox.mbox) land here.
 WORKDIR /srv/taskqueue
+# uvicorn's logging with the filter that keeps keys sent in a query string out of the access log
+# (app/access_log.py); the API's command passes it with --log-config, relative to this directory.
+COPY deploy/uvicorn-logging.json /srv/taskqueue/deploy/uvicorn-logging.json
 USER 10001:10001
 
 EXPOSE 3002 9191
@@ -48,4 +51,4 @@ EXPOSE 3002 9191
 # Exec form, so the process is PID 1 and alone receives `docker stop`'s SIGTERM: uvicorn and the
 # dramatiq main process drain on it. A shell form would put /bin/sh in between and the signal would
 # never reach the app.
-CMD ["uvicorn", "app.http:app", "--host", "0.0.0.0", "--port", "3002", "--timeout-graceful-shutdown", "30"]
+CMD ["uvicorn", "app.http:app", "--host", "0.0.0.0", "--port", "3002", "--timeout-graceful-shutdown", "30", "--log-config", "deploy/uvicorn-logging.json"]
