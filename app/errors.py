@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from dramatiq.errors import ConnectionClosed
 
+#: Messages show at most this many characters of a value a client sent.
+MAX_SHOWN = 100
+#: A reason a field is invalid is ours, but it may quote the value (a URL's host, an address's characters).
+MAX_REASON = 400
+
+
+def shown(value: object, *, quoted: bool = False, limit: int = MAX_SHOWN) -> str:
+    """A value a client sent, as a message shows it: cut to `limit` characters, saying how long it was.
+    A string is in quotes (its repr) when `quoted`; anything else is shown as its repr."""
+    text = value if isinstance(value, str) else repr(value)
+    cut = repr(text[:limit]) if quoted and isinstance(value, str) else text[:limit]
+    return cut if len(text) <= limit else f"{cut}… ({len(text)} characters)"
+
 
 class TaskQueueError(Exception):
     """Base of every error this service raises on purpose."""
@@ -32,17 +45,19 @@ class UnknownJob(TaskQueueError):
     def __init__(self, job_name: object, known: list[str]) -> None:
         self.job_name = job_name
         self.known = known
-        super().__init__(f"unknown jobName {job_name!r}: use one of {', '.join(known)}")
+        super().__init__(f"unknown jobName {shown(job_name, quoted=True)}: use one of {', '.join(known)}")
 
 
 class InvalidJobData(TaskQueueError):
-    """A job's data failed its schema; `problems` maps a field path to what is wrong."""
+    """A job's data failed its schema; `problems` maps a field path to what is wrong.
+
+    Paths name the fields a client sent and reasons may quote their values: both are cut (`shown`)."""
 
     def __init__(self, job_name: str, problems: dict[str, str]) -> None:
         self.job_name = job_name
-        self.problems = problems
-        detail = "; ".join(f"{path}: {reason}" for path, reason in problems.items())
-        super().__init__(f"invalid data for {job_name}: {detail}")
+        self.problems = {shown(path): shown(reason, limit=MAX_REASON) for path, reason in problems.items()}
+        detail = "; ".join(f"{path}: {reason}" for path, reason in self.problems.items())
+        super().__init__(f"invalid data for {shown(job_name)}: {detail}")
 
 
 class PermanentJobError(TaskQueueError):

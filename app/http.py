@@ -26,7 +26,7 @@ from app.api.queue_metrics import QueueCollector
 from app.broker.enqueue import Enqueuer
 from app.connection.api_writes import WriteBatcher
 from app.connection.clients import describe, make_async_client, make_client
-from app.errors import SettingsError
+from app.errors import SettingsError, shown
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
 from app.logs import configure_logging
@@ -103,7 +103,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
 
 
 async def _not_found_route(request: Request, exc: Exception) -> Response:
-    return error_body(404, f"no such endpoint {request.method} {request.url.path}: see /openapi.json")
+    return error_body(404, f"no such endpoint {shown(request.method)} {shown(request.url.path)}: see /openapi.json")
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
@@ -111,7 +111,9 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     template = next(r.path for r in ROUTES if r.matches(request.scope)[0] != Match.NONE)
     allowed = sorted({m for r in ROUTES if r.path == template for m in r.methods or ()})
     response = error_body(
-        405, f"{request.method} is not allowed on {request.url.path}: use {', '.join(allowed)} (see /openapi.json)"
+        405,
+        f"{shown(request.method)} is not allowed on {shown(request.url.path)}: use {', '.join(allowed)} "
+        "(see /openapi.json)",
     )
     response.headers["Allow"] = ", ".join(allowed)
     return response

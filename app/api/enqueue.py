@@ -12,11 +12,21 @@ from app.api.body import json_body
 from app.api.context import Api, api_of
 from app.api.errors import ApiError, deadline
 from app.broker.enqueue import JOB_REQUEST_FIELDS, check_delay
-from app.errors import InvalidJobData, UnknownJob
+from app.errors import InvalidJobData, UnknownJob, shown
 from app.outcomes.record import now_ms
 
 #: The longest Idempotency-Key accepted.
 MAX_IDEMPOTENCY_KEY = 200
+
+
+def _characters(header: str) -> int:
+    """How many characters a header's value has. Starlette decodes header bytes as latin-1, one
+    character per byte: a UTF-8 value has fewer characters than that (bytes, if it is not UTF-8)."""
+    raw = header.encode("latin-1")
+    try:
+        return len(raw.decode())
+    except UnicodeDecodeError:
+        return len(raw)
 
 
 def _job_added(job_id: str) -> Response:
@@ -36,7 +46,7 @@ def _job_request(api: Api, item: Any) -> tuple[Any, int | None]:
     unknown = set(item) - set(JOB_REQUEST_FIELDS)
     if unknown:
         raise ApiError(
-            400, f"unknown field(s) {', '.join(sorted(unknown))}: allowed are {', '.join(JOB_REQUEST_FIELDS)}"
+            400, f"unknown field(s) {shown(', '.join(sorted(unknown)))}: allowed are {', '.join(JOB_REQUEST_FIELDS)}"
         )
     try:
         delay = check_delay(item.get("delayMs"))
@@ -63,7 +73,7 @@ async def enqueue(request: Request) -> Response:
         raise ApiError(
             400, f"Idempotency-Key is empty: send a key of 1 to {MAX_IDEMPOTENCY_KEY} characters, or no header"
         )
-    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY and _characters(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     stored, command = api.enqueuer.command_once(message, delay, idempotency_key, api.settings.idempotency_ttl_seconds)
     async with deadline():
@@ -82,7 +92,7 @@ async def enqueue_batch(request: Request) -> Response:
         raise ApiError(400, 'body must be {"jobs": [{"jobName": ..., "data": {...}}, ...]} with at least one job')
     unknown = set(body) - {"jobs"}
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}: the only one allowed is jobs")
+        raise ApiError(400, f"unknown field(s) {shown(', '.join(sorted(unknown)))}: the only one allowed is jobs")
     limit = api.settings.max_batch_jobs
     if len(jobs) > limit:
         raise ApiError(413, f"{len(jobs)} jobs in one batch; the limit is {limit}: split the batch")

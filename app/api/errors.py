@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from app.connection.clients import translated
-from app.errors import BrokerUnavailable, InvalidJobData, JobNotFound, JobStateConflict, UnknownJob
+from app.errors import BrokerUnavailable, InvalidJobData, JobNotFound, JobStateConflict, UnknownJob, shown
 
 logger = logging.getLogger("app.http")
 
@@ -100,7 +100,7 @@ async def _invalid_data(request: Request, exc: Exception) -> Response:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_body(404, f"no job {exc}: it never existed, was deleted, or is older than the retention")
+    return error_body(404, f"no job {shown(str(exc))}: it never existed, was deleted, or is older than the retention")
 
 
 async def _conflict(request: Request, exc: Exception) -> Response:

@@ -13,7 +13,7 @@ from app.api.context import api_of
 from app.api.errors import ApiError, deadline
 from app.api.openapi import JOB_ID_PATTERN, MAX_PAGE
 from app.connection.clients import translated
-from app.errors import JobNotFound
+from app.errors import JobNotFound, shown
 from app.outcomes.record import STATES, public
 
 #: Bulk actions read the index this many jobs at a time, and act on at most BULK_MAX.
@@ -42,9 +42,9 @@ def _filters(request: Request) -> tuple[str | None, str | None]:
     state = request.query_params.get("state") or None
     job_name = request.query_params.get("jobName") or None
     if state is not None and state not in STATES:
-        raise ApiError(400, f"state {state!r} is not one of {', '.join(STATES)}")
+        raise ApiError(400, f"state {shown(state, quoted=True)} is not one of {', '.join(STATES)}")
     if job_name is not None and job_name not in api.registry.names():
-        raise ApiError(400, f"jobName {job_name!r} is not one of {', '.join(api.registry.names())}")
+        raise ApiError(400, f"jobName {shown(job_name, quoted=True)} is not one of {', '.join(api.registry.names())}")
     return state, job_name
 
 
@@ -83,7 +83,7 @@ async def retry_jobs(request: Request) -> Response:
     api = api_of(request)
     job_name = body.get("jobName")
     if job_name is not None and job_name not in api.registry.names():
-        raise ApiError(400, f"jobName {job_name!r} is not one of {', '.join(api.registry.names())}")
+        raise ApiError(400, f"jobName {shown(job_name, quoted=True)} is not one of {', '.join(api.registry.names())}")
     with translated():
         requeued = await api.store.requeue_many(job_name=job_name, batch_size=BULK_BATCH, max_jobs=BULK_MAX)
     return JSONResponse({"requeued": requeued})

@@ -154,7 +154,10 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "description": "a job sent twice with the same key is enqueued once",
+                            "description": (
+                                "a job sent twice with the same key is enqueued once; 1 to 200 characters of "
+                                "UTF-8 text (bytes that are not UTF-8 count one character each)"
+                            ),
                             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                         },
                     ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -234,6 +235,55 @@ async def test_a_batch_with_an_unknown_field_is_refused(api: httpx.AsyncClient, 
     response = await api.post("/enqueue/batch", json={"jobs": [GOOD_JOB], "priority": "high"})
     assert_error(response, 400, "unknown field(s) priority")
     assert enqueued(redis_client) == NOTHING
+
+
+LONG = "x" * 10_000
+#: Requests that echo a value of 10,000 characters the client sent, and the status they get.
+ECHOING = [
+    ("POST", "/enqueue", {"jobName": LONG, "data": {}}, 400),
+    ("POST", "/enqueue", {"jobName": [LONG], "data": {}}, 400),
+    ("POST", "/enqueue", {"jobName": LONG}, 422),
+    ("POST", "/enqueue", {**GOOD_JOB, LONG: 1}, 400),
+    ("POST", "/enqueue", {"jobName": "emailJob", "data": {"email": "user@example.com", LONG: 1}}, 422),
+    ("POST", "/enqueue/batch", {"jobs": [GOOD_JOB], LONG: 1}, 400),
+    ("POST", "/enqueue/batch", {"jobs": [{"jobName": LONG, "data": {}}, {"jobName": LONG}]}, 422),
+    ("POST", "/jobs/retry", {"state": "failed", "jobName": LONG}, 400),
+    ("GET", f"/jobs?state={LONG}", None, 400),
+    ("GET", f"/jobs?jobName={LONG}", None, 400),
+    ("GET", f"/jobs/{LONG}", None, 404),
+    ("GET", f"/{LONG}", None, 404),
+    ("PUT", f"/jobs/{LONG}", None, 405),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), ECHOING)
+async def test_a_long_value_is_echoed_cut_to_100_characters_with_its_length(
+    api: httpx.AsyncClient, redis_client: redis.Redis, method: str, path: str, body: Any, status: int
+) -> None:
+    response = await api.request(method, path, json=body)
+    assert_error(response, status)
+    # The value itself, or what names it (its repr, its field's path, the URL path): cut, with its length.
+    assert re.search(r"x{90,100}'?… \(100\d\d characters\)", response.text), response.text[:300]
+    assert "x" * 101 not in response.text, response.text[:300]
+    assert len(response.text) < 2_000, response.text[:300]
+    assert enqueued(redis_client) == NOTHING
+
+
+async def test_an_idempotency_key_counts_characters_not_bytes(
+    api: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    # Sent as UTF-8: 200 Cyrillic characters are 400 bytes.
+    key = ("ключ" * 50).encode()
+    first = await api.post("/enqueue", json=GOOD_JOB, headers={"idempotency-key": key})
+    assert first.status_code == 202, first.text
+    again = await api.post("/enqueue", json=GOOD_JOB, headers={"idempotency-key": key})
+    assert again.status_code == 200 and again.json()["jobId"] == first.json()["jobId"], again.text
+    too_long = await api.post("/enqueue", json=GOOD_JOB, headers={"idempotency-key": key + "й".encode()})
+    assert_error(too_long, 400, "Idempotency-Key is longer than 200 characters")
+    # Bytes that are not UTF-8 count one character each, as before.
+    assert (await api.post("/enqueue", json=GOOD_JOB, headers={"idempotency-key": b"\xff" * 200})).status_code == 202
+    assert_error(await api.post("/enqueue", json=GOOD_JOB, headers={"idempotency-key": b"\xff" * 201}), 400, "longer")
+    assert redis_client.zcard(KEYS.all_index()) == 2
 
 
 # ----- the other endpoints -----
