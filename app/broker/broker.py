@@ -28,10 +28,14 @@ from app.connection.commands import Command
 from app.connection.scripts import lua
 from app.connection.worker_writes import WorkerWrites
 from app.keys import Keys, is_delay_queue
+from app.outcomes.record import now_ms
 from app.settings import Settings
 
 #: Dramatiq's ack, as one call. KEYS: ack set, queue messages; ARGV: redis id.
 ACK_SCRIPT = lua("ack")
+#: Dramatiq's nack (a dead letter), as one call. KEYS: ack set, queue messages, dead letters and
+#: their messages; ARGV: redis id, now (ms).
+NACK_SCRIPT = lua("nack")
 GIVE_BACK_SCRIPT = lua("wake_up", "give_back")
 RECLAIM_STRANDED_SCRIPT = lua("wake_up", "reclaim_stranded")
 
@@ -94,6 +98,14 @@ class TaskQueueBroker(RedisBroker):
         return (
             "EVAL", ACK_SCRIPT, 2, self.keys.acks(self.broker_id, queue_name), self.keys.queue_messages(queue_name),
             redis_id,
+        )  # fmt: skip
+
+    def nack_command(self, queue_name: str, redis_id: str) -> Command:
+        """The nack of one delivery of this process (its message becomes a dead letter), as one call."""
+        keys = self.keys
+        return (
+            "EVAL", NACK_SCRIPT, 4, keys.acks(self.broker_id, queue_name), keys.queue_messages(queue_name),
+            keys.dead_letters(queue_name), keys.dead_letter_messages(queue_name), redis_id, now_ms(),
         )  # fmt: skip
 
     def _enqueue(

@@ -177,27 +177,24 @@ class WakeableConsumer(_RedisConsumer):
         # Dramatiq's ack, the body is dropped even if a sweep took the message back meanwhile
         # (this worker was thought dead): the job is done, and must not run a second time.
         # Heartbeats are stamped by the liveness thread, not by acks.
+        self._defer(message, self.broker.ack_command)
+
+    def nack(self, message: MessageProxy) -> None:
+        # Deferred like an ack, so that the failed job's outcome record (built in before_nack)
+        # goes out with it: a worker killed in between cannot leave a dead letter whose record
+        # still says running. Killed before the nack reached Redis, the message is still in this
+        # worker's ack set, and the sweep gives it back.
+        self._defer(message, self.broker.nack_command)
+
+    def _defer(self, message: MessageProxy, command: Callable[[str, str], Any]) -> None:
         redis_id = message.options["redis_message_id"]
         self.broker.in_flight.acked(self.queue_name, redis_id)
+        along = message.settle_with if isinstance(message, FetchedMessage) else []
         self.broker.writes.defer(
-            [self.broker.ack_command(self.queue_name, redis_id)],
+            [command(self.queue_name, redis_id), *along],
             # Released only once Redis took it: until then the message must not be reclaimed.
             on_done=lambda _: self.broker.in_flight.release(self.queue_name, [redis_id]),
         )
-
-    def nack(self, message: MessageProxy) -> None:
-        self._settle(message, self.broker.do_nack)
-
-    def _settle(self, message: MessageProxy, command: Callable[..., Any]) -> None:
-        redis_id = message.options["redis_message_id"]
-        try:
-            command(self.queue_name, redis_id)
-        except REDIS_DOWN_ERRORS as error:
-            # Stock Dramatiq lets a timeout through as an "unhandled error": the message would
-            # stay unacked and in flight for good. As ConnectionClosed the ack is tried again.
-            raise ConnectionClosed(error) from None
-        # Released only once Redis took it: until then the message must not be reclaimed.
-        self.broker.in_flight.release(self.queue_name, [redis_id])
 
     def close(self) -> None:
         # At shutdown, before the worker's shutdown hooks (the liveness sweep of this very

@@ -7,17 +7,20 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import MessageProxy
 
+from app.connection.commands import Command
 from app.keys import canonical_queue
 
 
 class FetchedMessage(MessageProxy):
     """A message as our consumer hands it out: with the `deliveries` its job record showed at
     fetch time (how many times this attempt already started without finishing), or None when
-    that could not be read."""
+    that could not be read; and the commands that go to Redis in one transaction with its ack or
+    nack (`settle_with`: its outcome record)."""
 
     def __init__(self, message: dramatiq.Message[Any], prior_deliveries: int | None) -> None:
         super().__init__(message)
         self.prior_deliveries = prior_deliveries
+        self.settle_with: list[Command] = []
 
 
 def delivery_key(message: MessageProxy | dramatiq.Message[Any]) -> str:

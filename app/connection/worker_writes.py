@@ -26,11 +26,10 @@ LANES = 1
 
 class _Unit:
     """Commands that go to Redis together, packed by the thread that submits them: one command
-    as it is (a script by its SHA1: see `WorkerWrites._load_scripts`), several in a MULTI/EXEC
-    block."""
+    as it is, several in a MULTI/EXEC block; scripts by their SHA1 (see `WorkerWrites._load_scripts`)."""
 
     __slots__ = ("commands", "packed", "replies", "deferred", "on_done", "on_failure", "attempts_left", "waiter",
-                 "posted", "released", "script", "done", "lead", "reply", "error")  # fmt: skip
+                 "posted", "released", "scripts", "done", "lead", "reply", "error")  # fmt: skip
 
     def __init__(
         self,
@@ -42,11 +41,9 @@ class _Unit:
         attempts: int | None = None,
     ) -> None:
         self.commands = commands
-        self.script: str | None = commands[0][1] if len(commands) == 1 and commands[0][0] == "EVAL" else None
-        if len(commands) == 1:
-            self.packed, self.replies = pack([by_sha(commands[0])]), 1
-        else:
-            self.packed, self.replies = pack([("MULTI",), *commands, ("EXEC",)]), len(commands) + 2
+        self.scripts = tuple(command[1] for command in commands if command[0] == "EVAL")
+        self.packed = self._pack([by_sha(command) for command in commands] if self.scripts else commands)
+        self.replies = 1 if len(commands) == 1 else len(commands) + 2
         self.deferred = deferred
         self.on_done = on_done
         self.on_failure = on_failure
@@ -59,6 +56,14 @@ class _Unit:
         self.lead = False
         self.reply: Any = None
         self.error: BaseException | None = None
+
+    def pack_scripts_whole(self) -> None:
+        """Send the scripts themselves next time, not their SHA1 (Redis lost them)."""
+        self.packed = self._pack(self.commands)
+
+    @staticmethod
+    def _pack(commands: Sequence[Command]) -> bytes:
+        return pack(commands) if len(commands) == 1 else pack([("MULTI",), *commands, ("EXEC",)])
 
 
 class WorkerWrites:
@@ -311,9 +316,10 @@ class WorkerWrites:
         NOSCRIPT reply, read later, would mean a start that never reached Redis)."""
         loads: list[_Unit] = []
         for unit in batch:
-            if unit.script is not None and unit.script not in self._loaded:
-                self._loaded.add(unit.script)
-                loads.append(_Unit([("SCRIPT", "LOAD", unit.script)], deferred=True, attempts=1, on_failure=_ignore))
+            for script in unit.scripts:
+                if script not in self._loaded:
+                    self._loaded.add(script)
+                    loads.append(_Unit([("SCRIPT", "LOAD", script)], deferred=True, attempts=1, on_failure=_ignore))
         return [*loads, *batch] if loads else batch
 
     def _release_sent(self, batch: list[_Unit]) -> None:
@@ -353,9 +359,9 @@ class WorkerWrites:
                 except redis.ResponseError as error:
                     unit.error = error
             if unit.error is None and unit.replies > 1:
-                reply = reply[-1]  # EXEC's replies: the last command's
-                if isinstance(reply, redis.ResponseError):
-                    unit.error = reply
+                # EXEC's replies: the last command's, unless one of them is an error.
+                unit.error = next((item for item in reply if isinstance(item, redis.ResponseError)), None)
+                reply = reply[-1]
             unit.reply = reply
             unit.done = True
 
@@ -367,7 +373,7 @@ def _ignore(_: BaseException) -> None:
 def _again(unit: _Unit) -> bool:
     """Whether a unit that Redis did not take gets another try (and count it)."""
     if isinstance(unit.error, NoScriptError):  # Redis restarted: send the script itself
-        unit.packed = pack(unit.commands)
+        unit.pack_scripts_whole()
         unit.error, unit.done = None, False
         return True
     if not (unit.deferred and isinstance(unit.error, BrokerUnavailable)):

@@ -1,9 +1,10 @@
 """Records every state change of every job in the outcome log.
 
 The verdict of an attempt is known in `after_process_message` (this middleware sits before the
-retries middleware, so it runs after it), but it is written in `after_ack` / `after_nack`:
-those run only once Redis has taken the ack, so a Redis outage cannot leave a job's final
-state unwritten. A failed write is logged and counted; it never fails the job.
+retries middleware, so it runs after it), but it is written with the ack or nack of the message
+(built in `before_ack` / `before_nack`, sent by our consumer in the same transaction as the ack):
+a Redis outage or a killed worker cannot leave a job's final state unwritten while its message
+is settled. A failed start is logged and counted; it never fails the job.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class OutcomeRecorder(Middleware):
         if not message.failed:
             self._verdicts[key] = _Verdict(SKIPPED, attempt, None, "skipped: periodic run too late")
 
-    def after_ack(self, broker: Broker, message: MessageProxy) -> None:
+    def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         verdict = self._verdicts.pop(delivery_key(message), None)
         if verdict is None:
             return  # a delayed message moved to its queue: not an attempt
@@ -170,7 +171,7 @@ class OutcomeRecorder(Middleware):
             commands = self.log.skipped(reason=verdict.error, **ids)
         self._write_final(message, commands)
 
-    def after_nack(self, broker: Broker, message: MessageProxy) -> None:
+    def before_nack(self, broker: Broker, message: MessageProxy) -> None:
         verdict = self._verdicts.pop(delivery_key(message), None)
         if verdict is None:
             # Failed before running, without a verdict of ours (an unknown actor, a message
@@ -198,14 +199,18 @@ class OutcomeRecorder(Middleware):
         self._count_failure(error)
 
     def _write_final(self, message: MessageProxy, commands: list[Command]) -> None:
-        """A final write, queued behind this message's ack and tried until Redis takes it, like
-        the ack; plus the execution its `running` write could not count (Redis was down): a job
-        run while Redis was away still shows in `executions`."""
+        """A final write, sent in one transaction with this message's ack or nack (our consumer
+        takes it along): a worker killed at any moment leaves both or neither, never a finished
+        job whose record still says running. Plus the execution its `running` write could not
+        count (Redis was down): a job run while Redis was away still shows in `executions`."""
         key = delivery_key(message)
         if key in self._uncounted:
             self._uncounted.discard(key)
             commands = [*commands, self.log.counted_execution(message.message_id)]
-        self.writes.defer(commands, on_failure=self._count_failure)
+        if isinstance(message, FetchedMessage):
+            message.settle_with = commands
+        else:  # not our consumer's message (unit tests): queued behind its ack
+            self.writes.defer(commands, on_failure=self._count_failure)
 
     def _count_failure(self, failure: BaseException) -> None:
         with self._lock:

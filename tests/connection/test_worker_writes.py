@@ -52,6 +52,13 @@ def test_worker_writes_coalesce_threads_and_keep_deferred_ones(server: RedisServ
 
     client.script_flush()  # as after a Redis restart: the script must be sent again, transparently
     assert writes.write([("EVAL", script, 1, "counted")]) == 1201
+    # Scripts in a MULTI/EXEC unit (an ack with its outcome record) go by SHA1 too, and again in
+    # full when Redis has lost them.
+    other = "return redis.call('INCRBY', KEYS[1], 10)"
+    assert writes.write([("EVAL", script, 1, "counted"), ("EVAL", other, 1, "counted")]) == 1212
+    client.script_flush()
+    writes.defer([("EVAL", script, 1, "counted"), ("EVAL", other, 1, "counted")], on_done=done.append)
+    assert writes.flush(10) and done[-1] == 1223 and client.get("counted") == b"1223"
 
 
 def test_a_deferred_write_waits_for_redis_to_come_back(tmp_path: Path) -> None:
