@@ -98,7 +98,7 @@ class Producer:
     def _flush(self, batch: list[tuple[int, str, list[Command]]], started: float) -> None:
         """Send a batch without waiting for it (Redis runs it while the next one is prepared),
         once the one before has gone through."""
-        # One transaction: coalesced, a job costs about two commands instead of a dozen.
+        # One atomic call: the new jobs' enqueue calls merged into one.
         commands = coalesce([command for _, _, job_commands in batch for command in job_commands])
         self._settle(started)
         try:

@@ -49,7 +49,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     max_batch_jobs: int = 1_000
     metrics_port: int = 9191
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     metrics_dir: Path = Path("var/metrics")
     namespace: str = "taskqueue"
     log_level: str = "INFO"

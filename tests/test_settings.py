@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert settings.retry_min_backoff_ms == 15_000 and settings.retry_max_backoff_ms == 3_600_000
     assert settings.max_body_bytes == 1_048_576 and settings.max_batch_jobs == 1_000
     assert settings.smtp_url == "" and settings.webhook_secret == "" and settings.webhook_allowed_hosts == ()
-    assert settings.metrics_host == "0.0.0.0" and settings.metrics_dir == Path("var/metrics")
+    assert settings.metrics_host == "127.0.0.1" and settings.metrics_dir == Path("var/metrics")
     assert settings.namespace == "taskqueue" and settings.log_level == "INFO"
 
 

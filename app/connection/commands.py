@@ -60,17 +60,8 @@ def _pack_args(args: Sequence[Any]) -> str:
     return "".join(parts)
 
 
-#: A merged command stops growing here (Lua's unpack limit is about 8,000 values).
-MAX_MERGED_ARGS = 4_000
-#: Commands whose arguments after the key are a list that several calls can share.
-_VARIADIC = frozenset({"HSET", "RPUSH", "LPUSH", "SADD", "SREM", "HDEL", "ZREM"})
-#: Commands whose key is not their first argument, or that touch several keys.
-_NOT_ONE_KEY = SCRIPT_COMMANDS | frozenset({"MULTI", "EXEC",
-                          "DEL", "UNLINK", "MSET", "RENAME", "SMOVE", "LMOVE", "RPOPLPUSH"})  # fmt: skip
-
-
 #: Scripts whose ARGV is a run of fixed-size blocks, one per item, and that take no KEYS: calls
-#: of one such script merge into one call, as adjacent HSETs merge.
+#: of one such script merge into one call (see `coalesce`).
 _BLOCK_SCRIPTS: set[str] = set()
 
 
@@ -81,53 +72,24 @@ def block_script(script: str) -> str:
 
 
 def coalesce(commands: Sequence[Command]) -> list[Command]:
-    """Fewer commands with the same effect, for one MULTI/EXEC: each key's commands in their
-    order, adjacent ones of one kind merged (HSET, RPUSH, ZADD, ...) and HINCRBYs of one field
-    summed. Keys keep their order of first appearance; across keys, order does not matter in a
-    transaction.
-    Calls of one block script merge into one. Otherwise, commands that are not single-key
-    (scripts, DEL, ...) leave the list as it is."""
-    if commands and commands[0][0] == "EVAL" and commands[0][1] in _BLOCK_SCRIPTS:
-        script = commands[0][1]
-        if all(command[0] == "EVAL" and command[1] == script for command in commands):
-            merged: list[Any] = ["EVAL", script, 0]
-            for command in commands:
-                merged += command[3:]
-            return [tuple(merged)]
-    by_key: dict[Any, list[Command]] = {}
-    for command in commands:
-        if command[0] in _NOT_ONE_KEY or len(command) < 2:
-            return list(commands)
-        by_key.setdefault(command[1], []).append(command)
+    """The same commands with each run of calls of one block script merged into one call: the
+    new jobs of concurrent requests or of a bulk batch cost one call, a few arguments each.
+    Other commands stay as they are."""
     out: list[Command] = []
-    for sequence in by_key.values():
-        out += _fold(sequence) if len(sequence) > 1 else sequence
+    run: list[Any] | None = None  # the merged call being built
+    for command in commands:
+        if command[0] == "EVAL" and command[1] in _BLOCK_SCRIPTS:
+            if run is not None and run[1] == command[1]:
+                run += command[3:]
+                continue
+            if run is not None:
+                out.append(tuple(run))
+            run = list(command)
+            continue
+        if run is not None:
+            out.append(tuple(run))
+            run = None
+        out.append(command)
+    if run is not None:
+        out.append(tuple(run))
     return out
-
-
-def _fold(sequence: list[Command]) -> list[Command]:
-    names = {command[0] for command in sequence}
-    if names == {"HINCRBY"}:
-        totals: dict[Any, int] = {}
-        for _, _, name, amount in sequence:
-            totals[name] = totals.get(name, 0) + int(amount)
-        key = sequence[0][1]
-        return [("HINCRBY", key, name, amount) for name, amount in totals.items()]
-    merged: list[list[Any]] = []
-    for command in sequence:
-        last = merged[-1] if merged else None
-        if last is not None and last[0] == command[0] and len(last) < MAX_MERGED_ARGS and _mergeable(command):
-            last.extend(command[2:])
-        else:
-            merged.append(list(command))
-    return [tuple(command) for command in merged]
-
-
-def _mergeable(command: Command) -> bool:
-    if command[0] in _VARIADIC:
-        return True
-    # ZADD without options (NX, XX, GT, CH, INCR, ...): score/member pairs only.
-    return command[0] == "ZADD" and len(command) % 2 == 0 and not isinstance(command[2], str)
-
-
-# Runs commands given as <argc> <arg>... in ARGV, in order, atomically: one command to send and

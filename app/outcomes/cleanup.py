@@ -130,7 +130,7 @@ def _trim_dead_letters(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m app.cleanup`: run the cleanup once, now, and print what it removed as JSON."""
+    """`python -m app.outcomes.cleanup`: run the cleanup once, now, and print what it removed as JSON."""
     argparse.ArgumentParser(
         prog="python -m app.outcomes.cleanup",
         description="Remove job records, index entries and dead letters older than LOG_RETENTION_SECONDS, "

@@ -1,5 +1,5 @@
-"""Commands as tuples (app/connection/commands.py): coalesced into fewer with the same effect,
-and packed in the Redis protocol."""
+"""Commands as tuples (app/connection/commands.py): block script calls merged into one with the
+same effect, and packed in the Redis protocol."""
 
 from __future__ import annotations
 
@@ -47,38 +47,7 @@ def test_new_jobs_enqueue_calls_merge_into_one_with_the_same_effect() -> None:
     assert dump(together) == dump(one_by_one)
 
 
-def test_coalesced_commands_have_the_same_effect_in_far_fewer_commands() -> None:
-    """Single-key commands (here the record rewrites of 50 requeued jobs of two job types, and
-    counts): each key's commands merged, counts of one field summed."""
-    commands: list[Command] = []
-    for n in range(50):
-        commands += LOG.requeued(
-            job_id=f"job-{n}",
-            job_name=("emailJob", "webhookJob")[n % 2],
-            queue="default",
-            max_retries=5,
-            data_json=f'{{"n":{n}}}',
-            at_ms=AT + n,
-        )
-    commands += [("HINCRBY", "counts", "a", 1), ("HINCRBY", "counts", "b", 2), ("HINCRBY", "counts", "a", 3)]
-    merged = coalesce(commands)
-    # Each record keeps its HDEL, HINCRBY, HSET and EXPIRE; each index (4 states left and the
-    # queued one, global and per job type) takes one ZREM or ZADD; the counts one HINCRBY a field.
-    assert len(merged) == 50 * 4 + 4 * 3 + 3 + 2 and len(merged) < len(commands) / 3
-    assert ("HINCRBY", "counts", "a", 4) in merged and ("HINCRBY", "counts", "b", 2) in merged
-
-    original, coalesced = fakeredis.FakeRedis(), fakeredis.FakeRedis()
-    for client in (original, coalesced):  # the requeued jobs had failed before
-        for n in range(50):
-            client.hset(KEYS.job(f"job-{n}"), mapping={"state": "failed", "requeues": 2, "finishedAt": 5})
-            client.zadd(KEYS.state_index("failed"), {f"job-{n}": n})
-            client.zadd(KEYS.state_index("failed", ("emailJob", "webhookJob")[n % 2]), {f"job-{n}": n})
-    run_multi(original, commands)
-    run_multi(coalesced, merged)
-    assert dump(coalesced) == dump(original)
-
-
-def test_coalesce_leaves_scripts_and_multi_key_commands_alone() -> None:
+def test_coalesce_merges_only_runs_of_one_block_script() -> None:
     commands: list[Command] = [("HSET", "h", "a", 1), ("DEL", "x", "y"), ("HSET", "h", "b", 2)]
     assert coalesce(commands) == commands
     commands = [("ZADD", "z", "NX", 1, "a"), ("ZADD", "z", "NX", 2, "b")]  # options: not merged
