@@ -1,7 +1,8 @@
 """The HTTP API (Starlette): where jobs are accepted, and where their outcomes are read and acted on.
 
 Serve it with `uvicorn app.http:app --port 3002`. `create_app(settings)` builds the app;
-`app` builds it from the environment when the server starts. The endpoints are in app/api/.
+`app` builds it from the environment when the server starts. `ROUTES` lists the endpoints (in
+app/api/), `OPERATIONS` what /openapi.json says of each (app/api/openapi.py builds the document).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -22,6 +24,18 @@ from app.api import enqueue, jobs, system
 from app.api.context import Api
 from app.api.errors import ERROR_HANDLERS, REDIS_DEADLINE_S, error_body
 from app.api.http_metrics import HttpMetrics, HttpMetricsMiddleware
+from app.api.openapi import (
+    IDEMPOTENCY_KEY,
+    JOB_ID,
+    MAX_PAGE,
+    Answer,
+    Operation,
+    document,
+    query,
+    ref,
+    refused,
+    status_body,
+)
 from app.api.queue_metrics import QueueCollector
 from app.broker.enqueue import Enqueuer
 from app.connection.api_writes import WriteBatcher
@@ -51,6 +65,116 @@ ROUTES = [
     Route("/openapi.json", system.openapi, methods=["GET"]),
 ]
 
+_ENQUEUE_REFUSED = {
+    400: refused(
+        "Malformed or too deeply nested JSON, an unknown field, or an unknown jobName "
+        "(the message lists the known ones)"
+    ),
+    413: refused("Body larger than the limit, or more jobs than the batch limit"),
+    422: refused(
+        "data does not match the job type's schema, or a webhook URL points at a private address; "
+        "details names each field"
+    ),
+}
+_NO_SUCH_JOB = refused("No such job")
+
+#: What /openapi.json says of each route, by endpoint (app/api/openapi.py builds the document from these).
+OPERATIONS: dict[Callable[..., Any], Operation] = {
+    enqueue.enqueue: Operation(
+        "enqueueJob",
+        "Enqueue one job",
+        access="write",
+        parameters=(IDEMPOTENCY_KEY,),
+        body=ref("JobRequest"),
+        answers={
+            202: Answer("Accepted", ref("Accepted")),
+            200: Answer("Already accepted under this Idempotency-Key: the first job's id", ref("Accepted")),
+            **_ENQUEUE_REFUSED,
+        },
+    ),
+    enqueue.enqueue_batch: Operation(
+        "enqueueJobs",
+        "Enqueue a batch of jobs (at most maxItems: MAX_BATCH_JOBS), all or none",
+        access="write",
+        body=ref("BatchRequest"),
+        answers={202: Answer("All accepted", ref("BatchAccepted")), **_ENQUEUE_REFUSED},
+    ),
+    jobs.list_jobs: Operation(
+        "listJobs",
+        "List jobs, newest first",
+        access="read",
+        parameters=(
+            query("state", ref("StateFilter")),
+            query("jobName", ref("JobNameFilter")),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+            query(
+                "cursor",
+                {"type": "string", "pattern": "^([0-9]+-.+)?$"},
+                "nextCursor of the previous page; empty or absent for the first page",
+            ),
+        ),
+        answers={200: Answer("A page of jobs", ref("JobPage")), 400: refused("Invalid query parameter")},
+    ),
+    jobs.delete_jobs: Operation(
+        "deleteFailedJobs",
+        "Delete failed jobs in bulk",
+        access="write",
+        parameters=(
+            query("state", {"type": "string", "enum": ["failed"]}, required=True),
+            query("jobName", ref("JobNameFilter")),
+        ),
+        answers={200: Answer("How many were deleted", ref("Deleted")), 400: refused("Invalid query parameter")},
+    ),
+    jobs.retry_jobs: Operation(
+        "retryFailedJobs",
+        "Requeue failed jobs in bulk",
+        access="write",
+        body=ref("RetryRequest"),
+        answers={
+            200: Answer("How many were requeued", ref("Requeued")),
+            400: refused("Malformed body"),
+            413: refused("Body larger than the limit"),
+        },
+    ),
+    jobs.get_job: Operation(
+        "getJob",
+        "One job's outcome record",
+        access="read",
+        parameters=(JOB_ID,),
+        answers={200: Answer("The record", ref("JobRecord")), 404: _NO_SUCH_JOB},
+    ),
+    jobs.delete_job: Operation(
+        "deleteJob",
+        "Delete a finished job's record",
+        access="write",
+        parameters=(JOB_ID,),
+        answers={204: Answer("Deleted"), 404: _NO_SUCH_JOB, 409: refused("The job has not finished")},
+    ),
+    jobs.retry_job: Operation(
+        "retryJob",
+        "Requeue a failed job with the same jobId",
+        access="write",
+        parameters=(JOB_ID,),
+        answers={
+            202: Answer("Requeued", ref("JobRecord")),
+            404: _NO_SUCH_JOB,
+            409: refused("The job is not failed"),
+        },
+    ),
+    system.healthz: Operation("healthz", "The process is up", {200: Answer("Up", status_body("ok"))}),
+    system.readyz: Operation(
+        "readyz",
+        "Redis answers",
+        {200: Answer("Ready", status_body("ready")), 503: refused("Redis unavailable")},
+    ),
+    system.metrics: Operation(
+        "metrics", "Prometheus metrics", {200: Answer("Metrics", {"type": "string"}, media_type="text/plain")}
+    ),
+    system.openapi: Operation(
+        "openapi", "This document", {200: Answer("The OpenAPI 3.1 document", {"type": "object"})}
+    ),
+}
+
 
 def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -> Starlette:
     """The API for these settings; Redis connections open and close with the app's lifespan.
@@ -62,7 +186,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)
     client = make_async_client(settings)
     metrics_registry = CollectorRegistry()
-    sync_client = make_client(settings)
+    sync_client = make_client(settings, retry_once=True)  # it only reads
     metrics_registry.register(
         QueueCollector(
             client=sync_client,
@@ -81,6 +205,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
         store=JobStore(client=client, keys=keys, log=log, enqueuer=enqueuer),
         metrics_registry=metrics_registry,
         http_metrics=HttpMetrics(metrics_registry),
+        openapi=document(ROUTES, OPERATIONS, registry, max_batch_jobs=settings.max_batch_jobs),
     )
 
     @contextlib.asynccontextmanager

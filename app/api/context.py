@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 from prometheus_client import CollectorRegistry
@@ -30,6 +31,8 @@ class Api:
     store: JobStore
     metrics_registry: CollectorRegistry
     http_metrics: HttpMetrics
+    #: The OpenAPI document served at /openapi.json, built once.
+    openapi: dict[str, Any]
 
 
 def api_of(request: Request) -> Api:

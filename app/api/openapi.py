@@ -1,8 +1,18 @@
-"""The OpenAPI document of the API, built from the registered job types' schemas."""
+"""The OpenAPI document of the API, built from its routes, what each route declares of itself
+(an `Operation`, next to the routes in app/http.py), the job types' schemas and the record's fields.
+
+An `Operation` names the schemas it takes and answers (`ref`); the ones that depend on the job
+types or the settings are built here (`_components`). Access adds what every protected route
+answers alike: 401 (and 403 for a write), and 503 with Retry-After when Redis does not answer.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.routing import BaseRoute, Route
 
 from app.broker.enqueue import MAX_DELAY_MS
 from app.jobs import JobRegistry
@@ -11,27 +21,121 @@ from app.outcomes.record import FIELDS, PUBLIC_FIELDS, STATES
 MAX_PAGE = 200
 JOB_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
 
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+Schema = dict[str, Any]
+#: Who may call an operation: anyone (None), either key ("read"), or the full key only ("write").
+Access = Literal["read", "write"] | None
 
 
-def _status(description: str, status: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"type": "string", "const": status}},
-                }
-            }
-        },
-    }
+def ref(name: str) -> Schema:
+    """A schema of the document's components."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ERROR = ref("Error")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One status of an operation: when it is answered, its JSON body (none: no body), and the
+    operations its values lead to (link name -> (operationId, {parameter: runtime expression}))."""
+
+    description: str
+    schema: Schema | None = None
+    media_type: str = "application/json"
+    links: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
+
+
+def refused(description: str) -> Answer:
+    """An error answer: its body is `{"error": ..., "details"?: ...}`."""
+    return Answer(description, ERROR)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What /openapi.json says of one route's method, beside what its `access` implies."""
+
+    operation_id: str
+    summary: str
+    answers: Mapping[int, Answer]
+    access: Access = None
+    parameters: tuple[Schema, ...] = ()
+    body: Schema | None = None
+
+
+def query(name: str, schema: Schema, description: str | None = None, *, required: bool = False) -> Schema:
+    parameter: Schema = {"name": name, "in": "query", "required": required, "schema": schema}
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+JOB_ID: Schema = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+}
+IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "a job sent twice with the same key is enqueued once; 1 to 200 characters of "
+        "UTF-8 text (bytes that are not UTF-8 count one character each)"
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+
+#: What every operation that needs a key answers, by access.
+_UNAUTHORIZED = refused("Missing or wrong x-api-key")
+_READ_ONLY = refused("The read-only key cannot enqueue or change jobs")
+_UNAVAILABLE = refused("Redis unavailable; retry after Retry-After seconds")
+
+
+def _access_answers(access: Access) -> dict[int, Answer]:
+    if access is None:
+        return {}
+    answers = {401: _UNAUTHORIZED, 503: _UNAVAILABLE}
+    if access == "write":
+        answers[403] = _READ_ONLY
+    return answers
+
+
+def _response(answer: Answer) -> Schema:
+    response: Schema = {"description": answer.description}
+    if answer.schema is not None:
+        response["content"] = {answer.media_type: {"schema": answer.schema}}
+    if answer.links:
+        response["links"] = {
+            name: {"operationId": operation_id, "parameters": dict(parameters)}
+            for name, (operation_id, parameters) in answer.links.items()
+        }
+    return response
+
+
+def _operation(operation: Operation) -> Schema:
+    described: Schema = {"operationId": operation.operation_id, "summary": operation.summary}
+    if operation.access is not None:
+        described["security"] = [{"apiKey": []}]
+    if operation.parameters:
+        described["parameters"] = list(operation.parameters)
+    if operation.body is not None:
+        described["requestBody"] = {"required": True, "content": {"application/json": {"schema": operation.body}}}
+    answers = {**operation.answers, **_access_answers(operation.access)}
+    described["responses"] = {str(status): _response(answer) for status, answer in answers.items()}
+    return described
+
+
+def _paths(routes: Iterable[BaseRoute], operations: Mapping[Callable[..., Any], Operation]) -> Schema:
+    paths: Schema = {}
+    for route in routes:
+        assert isinstance(route, Route), f"{route!r}: only plain routes are documented"
+        operation = operations.get(route.endpoint)
+        if operation is None:
+            raise LookupError(f"route {route.path} ({route.endpoint.__name__}) has no Operation to document it")
+        for method in sorted(set(route.methods or ()) - {"HEAD"}):
+            paths.setdefault(route.path, {})[method.lower()] = _operation(operation)
+    return paths
 
 
 def _data_schemas(registry: JobRegistry) -> dict[str, Any]:
@@ -51,7 +155,7 @@ def _job_request(name: str) -> dict[str, Any]:
         "required": ["jobName", "data"],
         "properties": {
             "jobName": {"type": "string", "const": name},
-            "data": {"$ref": f"#/components/schemas/{name}Data"},
+            "data": ref(f"{name}Data"),
             "delayMs": {
                 "type": ["integer", "null"],
                 "minimum": 0,
@@ -62,7 +166,7 @@ def _job_request(name: str) -> dict[str, Any]:
     }
 
 
-def _optional(values: list[str], what: str) -> dict[str, Any]:
+def optional(values: Iterable[str], what: str) -> Schema:
     """A query parameter whose empty value (`?state=`) means the same as leaving it out."""
     return {
         "type": "string",
@@ -79,45 +183,79 @@ def _record_field(name: str) -> dict[str, Any]:
     return {"type": [FIELDS[name], "null"]}
 
 
-def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
-    """The OpenAPI 3.1 document served at /openapi.json."""
-    names = registry.names()
-    key: list[dict[str, list[str]]] = [{"apiKey": []}]
-    job_id_param = {
-        "name": "job_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
-    }
-    common_errors = {
-        "401": _error("Missing or wrong x-api-key"),
-        "503": _error("Redis unavailable; retry after Retry-After seconds"),
-    }
-    enqueue_errors = {
-        **common_errors,
-        "400": _error(
-            "Malformed or too deeply nested JSON, an unknown field, or an unknown jobName (the message lists the "
-            "known ones)"
-        ),
-        "403": _error("The read-only key cannot enqueue"),
-        "413": _error("Body larger than the limit, or more jobs than the batch limit"),
-        "422": _error(
-            "data does not match the job type's schema, or a webhook URL points at a private address; "
-            "details names each field"
-        ),
-    }
-    job_request = {
-        "oneOf": [{"$ref": f"#/components/schemas/{name}Request"} for name in names],
-        "description": "one job: jobName picks the schema its data is validated against",
-    }
-    record = {
+def _record(fields: Iterable[str]) -> Schema:
+    return {
         "type": "object",
         "required": ["jobId", "jobName", "state"],
-        "properties": {name: _record_field(name) for name in PUBLIC_FIELDS},
+        "properties": {name: _record_field(name) for name in fields},
     }
-    filter_params = [
-        {"name": "jobName", "in": "query", "required": False, "schema": _optional(names, "jobs of this type")},
-    ]
+
+
+def status_body(value: str) -> Schema:
+    """`{"status": value}`, what /healthz and /readyz answer."""
+    return _object(status={"type": "string", "const": value})
+
+
+def _object(**properties: Schema) -> Schema:
+    """An object with these properties, all required."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _components(registry: JobRegistry, *, max_batch_jobs: int) -> Schema:
+    """The schemas the operations refer to, those of the job types and the settings included."""
+    names = registry.names()
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string", "minLength": 1}, "details": {}},
+        },
+        "Accepted": _object(message={"type": "string"}, jobId={"type": "string"}),
+        "BatchAccepted": _object(message={"type": "string"}, jobIds={"type": "array", "items": {"type": "string"}}),
+        "JobRequest": {
+            "oneOf": [ref(f"{name}Request") for name in names],
+            "description": "one job: jobName picks the schema its data is validated against",
+        },
+        **{f"{name}Request": _job_request(name) for name in names},
+        "BatchRequest": {
+            "type": "object",
+            "required": ["jobs"],
+            "properties": {
+                "jobs": {"type": "array", "minItems": 1, "maxItems": max_batch_jobs, "items": ref("JobRequest")}
+            },
+            "additionalProperties": False,
+        },
+        "RetryRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["state"],
+            "properties": {
+                "state": {"type": "string", "const": "failed"},
+                "jobName": {
+                    "type": ["string", "null"],
+                    "enum": [*names, None],
+                    "description": "only jobs of this type; null means all",
+                },
+            },
+        },
+        "StateFilter": optional(STATES, "jobs in this state"),
+        "JobNameFilter": optional(names, "jobs of this type"),
+        "JobRecord": _record(PUBLIC_FIELDS),
+        "JobPage": _object(jobs={"type": "array", "items": ref("JobRecord")}, nextCursor={"type": ["string", "null"]}),
+        "Requeued": _object(requeued={"type": "integer"}),
+        "Deleted": _object(deleted={"type": "integer"}),
+        **_data_schemas(registry),
+    }
+
+
+def document(
+    routes: Iterable[BaseRoute],
+    operations: Mapping[Callable[..., Any], Operation],
+    registry: JobRegistry,
+    *,
+    max_batch_jobs: int,
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document served at /openapi.json: each route as its endpoint's Operation says."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -127,288 +265,7 @@ def document(registry: JobRegistry, *, max_batch_jobs: int) -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string", "minLength": 1}, "details": {}},
-                },
-                "Accepted": {
-                    "type": "object",
-                    "required": ["message", "jobId"],
-                    "properties": {"message": {"type": "string"}, "jobId": {"type": "string"}},
-                },
-                "JobRequest": job_request,
-                **{f"{name}Request": _job_request(name) for name in names},
-                "JobRecord": record,
-                **_data_schemas(registry),
-            },
+            "schemas": _components(registry, max_batch_jobs=max_batch_jobs),
         },
-        "paths": {
-            "/enqueue": {
-                "post": {
-                    "summary": "Enqueue one job",
-                    "security": key,
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "description": (
-                                "a job sent twice with the same key is enqueued once; 1 to 200 characters of "
-                                "UTF-8 text (bytes that are not UTF-8 count one character each)"
-                            ),
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                        },
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}},
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "Accepted",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
-                        },
-                        "200": {
-                            "description": "Already accepted under this Idempotency-Key: the first job's id",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
-                        },
-                        **enqueue_errors,
-                    },
-                }
-            },
-            "/enqueue/batch": {
-                "post": {
-                    "summary": f"Enqueue up to {max_batch_jobs} jobs, all or none",
-                    "security": key,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["jobs"],
-                                    "properties": {
-                                        "jobs": {
-                                            "type": "array",
-                                            "minItems": 1,
-                                            "maxItems": max_batch_jobs,
-                                            "items": {"$ref": "#/components/schemas/JobRequest"},
-                                        }
-                                    },
-                                    "additionalProperties": False,
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "All accepted",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["message", "jobIds"],
-                                        "properties": {
-                                            "message": {"type": "string"},
-                                            "jobIds": {"type": "array", "items": {"type": "string"}},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **enqueue_errors,
-                    },
-                }
-            },
-            "/jobs": {
-                "get": {
-                    "summary": "List jobs, newest first",
-                    "security": key,
-                    "parameters": [
-                        {
-                            "name": "state",
-                            "in": "query",
-                            "required": False,
-                            "schema": _optional(list(STATES), "jobs in this state"),
-                        },
-                        *filter_params,
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                        },
-                        {
-                            "name": "cursor",
-                            "in": "query",
-                            "required": False,
-                            "description": "nextCursor of the previous page; empty or absent for the first page",
-                            "schema": {"type": "string", "pattern": "^([0-9]+-.+)?$"},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "A page of jobs",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["jobs", "nextCursor"],
-                                        "properties": {
-                                            "jobs": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/JobRecord"},
-                                            },
-                                            "nextCursor": {"type": ["string", "null"]},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        "400": _error("Invalid query parameter"),
-                        **common_errors,
-                    },
-                },
-                "delete": {
-                    "summary": "Delete failed jobs in bulk",
-                    "security": key,
-                    "parameters": [
-                        {
-                            "name": "state",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string", "enum": ["failed"]},
-                        },
-                        *filter_params,
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "How many were deleted",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["deleted"],
-                                        "properties": {"deleted": {"type": "integer"}},
-                                    }
-                                }
-                            },
-                        },
-                        "400": _error("Invalid query parameter"),
-                        "403": _error("The read-only key cannot change jobs"),
-                        **common_errors,
-                    },
-                },
-            },
-            "/jobs/retry": {
-                "post": {
-                    "summary": "Requeue failed jobs in bulk",
-                    "security": key,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["state"],
-                                    "properties": {
-                                        "state": {"type": "string", "const": "failed"},
-                                        "jobName": {
-                                            "type": ["string", "null"],
-                                            "enum": [*names, None],
-                                            "description": "only jobs of this type; null means all",
-                                        },
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "How many were requeued",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["requeued"],
-                                        "properties": {"requeued": {"type": "integer"}},
-                                    }
-                                }
-                            },
-                        },
-                        "400": _error("Malformed body"),
-                        "403": _error("The read-only key cannot change jobs"),
-                        "413": _error("Body larger than the limit"),
-                        **common_errors,
-                    },
-                }
-            },
-            "/jobs/{job_id}": {
-                "get": {
-                    "summary": "One job's outcome record",
-                    "security": key,
-                    "parameters": [job_id_param],
-                    "responses": {
-                        "200": {
-                            "description": "The record",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRecord"}}},
-                        },
-                        "404": _error("No such job"),
-                        **common_errors,
-                    },
-                },
-                "delete": {
-                    "summary": "Delete a finished job's record",
-                    "security": key,
-                    "parameters": [job_id_param],
-                    "responses": {
-                        "204": {"description": "Deleted"},
-                        "403": _error("The read-only key cannot change jobs"),
-                        "404": _error("No such job"),
-                        "409": _error("The job has not finished"),
-                        **common_errors,
-                    },
-                },
-            },
-            "/jobs/{job_id}/retry": {
-                "post": {
-                    "summary": "Requeue a failed job with the same jobId",
-                    "security": key,
-                    "parameters": [job_id_param],
-                    "responses": {
-                        "202": {
-                            "description": "Requeued",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRecord"}}},
-                        },
-                        "403": _error("The read-only key cannot change jobs"),
-                        "404": _error("No such job"),
-                        "409": _error("The job is not failed"),
-                        **common_errors,
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The process is up",
-                    "responses": {"200": _status("Up", "ok")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Redis answers",
-                    "responses": {"200": _status("Ready", "ready"), "503": _error("Redis unavailable")},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
-                    },
-                }
-            },
-        },
+        "paths": _paths(routes, operations),
     }

@@ -12,7 +12,6 @@ from starlette.responses import JSONResponse, Response
 
 from app.api.context import api_of
 from app.api.errors import refused_credentials
-from app.api.openapi import document
 from app.connection.clients import REDIS_DOWN_ERRORS
 
 
@@ -37,5 +36,4 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    api = api_of(request)
-    return JSONResponse(document(api.registry, max_batch_jobs=api.settings.max_batch_jobs))
+    return JSONResponse(api_of(request).openapi)

@@ -17,9 +17,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.http import ROUTES, create_app
+from app.api.openapi import document
+from app.http import OPERATIONS, ROUTES, create_app
+from app.jobs import load_job_types
 from app.settings import Settings
 from tests.support.accepted import enqueued
 from tests.support.services import RedisServer, running_redis
@@ -151,12 +154,34 @@ def test_without_the_key_every_jobs_and_enqueue_operation_answers_401(
 
 
 def test_the_document_covers_every_route() -> None:
-    """The fuzzing above reaches only what /openapi.json lists: every route but the document itself."""
+    """The fuzzing above reaches only what /openapi.json lists: every route, the document itself included."""
     documented = {(method.upper(), path) for path, item in with_key.raw_schema["paths"].items() for method in item}
-    served = {
-        (method, route.path)
-        for route in ROUTES
-        for method in route.methods or ()
-        if method != "HEAD" and route.path != "/openapi.json"
-    }
+    served = {(method, route.path) for route in ROUTES for method in route.methods or () if method != "HEAD"}
     assert documented == served
+
+
+def test_each_operation_is_its_routes_declaration_with_what_its_access_answers() -> None:
+    paths = with_key.raw_schema["paths"]
+    ids = []
+    for route in ROUTES:
+        declared = OPERATIONS[route.endpoint]
+        for method in set(route.methods or ()) - {"HEAD"}:
+            described = paths[route.path][method.lower()]
+            ids.append(described["operationId"])
+            assert described["operationId"] == declared.operation_id
+            statuses = set(described["responses"])
+            assert {str(status) for status in declared.answers} <= statuses
+            protected = route.path.startswith(("/jobs", "/enqueue"))
+            assert (declared.access is not None) == protected, route.path
+            if protected:
+                assert described["security"] == [{"apiKey": []}]
+                assert {"401", "503"} <= statuses
+                assert ("403" in statuses) == (declared.access == "write"), route.path
+    assert len(ids) == len(set(ids)), "operationIds must be unique"
+
+
+def test_a_route_without_an_operation_is_not_left_out_silently() -> None:
+    async def endpoint(request: Any) -> None: ...
+
+    with pytest.raises(LookupError, match="/somewhere"):
+        document([Route("/somewhere", endpoint)], OPERATIONS, load_job_types(), max_batch_jobs=1)
