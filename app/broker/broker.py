@@ -27,7 +27,7 @@ from app.connection.clients import execute
 from app.connection.commands import Command
 from app.connection.scripts import lua
 from app.connection.worker_writes import WorkerWrites
-from app.keys import Keys, is_delay_queue
+from app.keys import Keys, delay_queue, is_delay_queue
 from app.outcomes.record import now_ms
 from app.settings import Settings
 
@@ -83,6 +83,14 @@ class TaskQueueBroker(RedisBroker):
         return WakeableConsumer(self, queue_name, prefetch, timeout)
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        # A delayed message now due, moved by Dramatiq from this process's delay queue to its
+        # queue: acked on the delay queue in the same transaction, so that a worker killed right
+        # after cannot leave the delivery for the sweep to give back (the job would run twice,
+        # and each copy go on retrying).
+        redis_id = message.options.get("redis_message_id")
+        moved_from = delay_queue(message.queue_name)
+        if delay is None and redis_id is not None and self.in_flight.holds(moved_from, redis_id):
+            return self._enqueue(message, delay, [self.ack_command(moved_from, redis_id)])
         return self._enqueue(message, delay, [])
 
     def enqueue_retry(self, message: dramatiq.Message[Any], *, delay: int) -> dramatiq.Message[Any]:

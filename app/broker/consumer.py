@@ -66,6 +66,10 @@ class InFlight:
             self._ids.pop(queue_name, None)
             self._acked.pop(queue_name, None)
 
+    def holds(self, queue_name: str, redis_id: str) -> bool:
+        with self._lock:
+            return redis_id in self._ids.get(queue_name, ())
+
     def snapshot(self, queue_name: str) -> list[str]:
         with self._lock:
             return list(self._ids.get(queue_name, ()))
