@@ -1,4 +1,5 @@
-"""The broker against a private real Redis: a retry and the ack of its failed delivery are one step."""
+"""The broker against a private real Redis: a retry and the ack of its failed delivery are one step,
+and so are a delayed message moved to its queue and the ack of its delay-queue delivery."""
 
 from __future__ import annotations
 
@@ -64,3 +65,26 @@ def test_a_worker_killed_after_scheduling_a_retry_leaves_nothing_for_the_sweep_t
     liveness = Liveness(keys=KEYS, client=broker.client, heartbeat_timeout_ms=1000)
     assert liveness.sweep_once(broker, cutoff=STOPPED) == 0
     assert redis_client.llen(KEYS.queue("default")) == 0
+
+
+def test_a_delayed_message_moved_to_its_queue_leaves_nothing_on_the_delay_queue_for_the_sweep(
+    broker: TaskQueueBroker, redis_client: redis.Redis
+) -> None:
+    """As Dramatiq's worker moves a due delayed message: enqueue a copy on the queue, then ack the
+    delay-queue delivery (deferred, so a kill can come in between). The move acks it at once."""
+    broker.enqueue(dramatiq.Message("default", "late", ("job2", {}), {}, {}, message_id="job2"), delay=1)
+    consumer = broker.consume(delay_queue("default"), prefetch=1, timeout=100)
+    found: list[Any] = []
+    wait_until(lambda: found.append(next(consumer)) or found[-1] is not None, timeout=5, message="a delayed fetch")
+    delayed = found[-1]
+    due = delayed.copy(queue_name="default")
+    del due.options["eta"]
+    broker.enqueue(due)  # what Dramatiq's consumer thread does; its ack of `delayed` is not sent (killed)
+
+    assert redis_client.scard(KEYS.acks(broker.broker_id, delay_queue("default"))) == 0
+    assert redis_client.hlen(KEYS.queue_messages(delay_queue("default"))) == 0
+    assert redis_client.llen(KEYS.queue("default")) == 1
+    redis_client.zadd(KEYS.heartbeats(), {broker.broker_id: STOPPED})
+    liveness = Liveness(keys=KEYS, client=broker.client, heartbeat_timeout_ms=1000)
+    assert liveness.sweep_once(broker, cutoff=STOPPED) == 0
+    assert redis_client.llen(KEYS.queue("default")) == 1
