@@ -113,3 +113,100 @@ def test_without_smtp_url_messages_are_appended_to_the_mbox(tmp_path: Path) -> N
     box = mailbox.mbox(str(path))
     assert [m["Message-ID"] for m in box] == [f"<job-{n}@taskqueue>" for n in range(3)]
     box.close()
+
+
+# --- what retrying cannot fix fails at once (PermanentJobError); the rest is retried ---
+
+INJECTIONS = {
+    "subject-CRLF": {"subject": "Hi\r\nBcc: victim@example.org"},
+    "subject-LF": {"subject": "Hi\nBcc: victim@example.org"},
+    "subject-line-separator": {"subject": "Hi\u2028Bcc: victim@example.org"},
+    "subject-NUL": {"subject": "Hi\x00"},
+    "to-CRLF": {"to": "user@example.com\r\nBcc: victim@example.org"},
+    "sender-CRLF": {"sender": "app@example.com\r\nBcc: victim@example.org"},
+    "body-NUL": {"body": "Hello\x00"},
+}
+
+
+@pytest.mark.parametrize("fields", INJECTIONS.values(), ids=INJECTIONS.keys())
+def test_an_injection_that_reaches_the_builder_is_a_permanent_error_and_nothing_is_written(
+    tmp_path: Path, fields: dict[str, str]
+) -> None:
+    # Enqueue refuses such data (tests/delivery/test_email_input.py); a job queued before that
+    # check, or a MAIL_FROM with a line break, still gets here. Before: a ValueError, retried 5
+    # times for nothing (or, for a NUL, an email written into the mbox as it was).
+    values = {"job_id": "job-1", "sender": "app@example.com", "to": "user@example.com", "subject": "Hi", "body": ""}
+    with pytest.raises(PermanentJobError, match="cannot build the email"):
+        mail.deliver(mail.build_message(**{**values, **fields}), smtp_url="", mbox_path=tmp_path / "outbox.mbox")
+    assert not (tmp_path / "outbox.mbox").exists()
+
+
+def test_a_body_with_line_breaks_is_built_with_them() -> None:
+    built = mail.build_message(
+        job_id="job-1", sender="app@example.com", to="user@example.com", subject="Hi", body="one\r\ntwo\nthree"
+    )
+    assert built.get_content().splitlines() == ["one", "two", "three"]
+
+
+class Refusing:
+    """An SMTP server that answers MAIL FROM, RCPT TO or DATA with the reply it is given."""
+
+    def __init__(self, **replies: str) -> None:
+        self.replies = replies
+        self.delivered = 0
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        envelope.mail_from = address
+        return self.replies.get("MAIL", "250 OK")
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        envelope.rcpt_tos.append(address)
+        return self.replies.get("RCPT", "250 OK")
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        reply = self.replies.get("DATA", "250 OK")
+        self.delivered += reply.startswith("250")
+        return reply
+
+
+@pytest.fixture
+def refusing() -> Iterator[Any]:
+    started: list[Controller] = []
+
+    def start(**replies: str) -> str:
+        port = free_port()
+        controller = Controller(Refusing(**replies), hostname="127.0.0.1", port=port)
+        controller.start()
+        started.append(controller)
+        return f"smtp://127.0.0.1:{port}"
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [("MAIL", "553 5.7.1 Sender address rejected"), ("RCPT", "550 5.1.1 No such user"),
+     ("DATA", "554 5.6.0 Message content rejected"), ("DATA", "552 5.3.4 Message too big")],
+    ids=["sender-refused", "recipient-refused", "data-refused", "too-big"],
+)  # fmt: skip
+def test_a_5xx_refusal_is_permanent_and_names_the_reply(
+    refusing: Any, tmp_path: Path, command: str, reply: str
+) -> None:
+    with pytest.raises(PermanentJobError) as raised:
+        mail.deliver(message(), smtp_url=refusing(**{command: reply}), mbox_path=tmp_path / "x")
+    assert reply.split()[0] in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [("MAIL", "451 4.3.0 Try again later"), ("RCPT", "450 4.2.1 Greylisted, come back later"),
+     ("DATA", "452 4.3.1 Insufficient system storage")],
+    ids=["sender-deferred", "recipient-greylisted", "data-deferred"],
+)  # fmt: skip
+def test_a_4xx_refusal_is_retried_not_permanent(refusing: Any, tmp_path: Path, command: str, reply: str) -> None:
+    with pytest.raises(mail.TemporaryMailError) as raised:
+        mail.deliver(message(), smtp_url=refusing(**{command: reply}), mbox_path=tmp_path / "x")
+    assert not isinstance(raised.value, PermanentJobError)
+    assert reply.split()[0] in str(raised.value)
