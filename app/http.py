@@ -26,6 +26,7 @@ from app.api.errors import ERROR_HANDLERS, REDIS_DEADLINE_S, error_body
 from app.api.http_metrics import HttpMetrics, HttpMetricsMiddleware
 from app.api.openapi import (
     IDEMPOTENCY_KEY,
+    INCLUDE,
     JOB_ID,
     MAX_PAGE,
     Answer,
@@ -138,10 +139,14 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
     ),
     jobs.get_job: Operation(
         "getJob",
-        "One job's outcome record",
+        "One job's outcome record, with the last error's traceback (and its data on request)",
         access="read",
-        parameters=(JOB_ID,),
-        answers={200: Answer("The record", ref("JobRecord")), 404: _NO_SUCH_JOB},
+        parameters=(JOB_ID, INCLUDE),
+        answers={
+            200: Answer("The record", ref("JobDetail")),
+            400: refused("include is neither data nor empty"),
+            404: _NO_SUCH_JOB,
+        },
     ),
     jobs.delete_job: Operation(
         "deleteJob",

@@ -14,7 +14,7 @@ from app.api.errors import ApiError, deadline
 from app.api.openapi import JOB_ID_PATTERN, MAX_PAGE
 from app.connection.clients import translated
 from app.errors import JobNotFound, shown
-from app.outcomes.record import STATES, public
+from app.outcomes.record import DETAIL_FIELDS, DETAIL_WITH_DATA_FIELDS, STATES, public
 
 #: Bulk actions read the index this many jobs at a time, and act on at most BULK_MAX.
 BULK_BATCH = 100
@@ -31,10 +31,13 @@ def _path_job_id(request: Request) -> str:
 
 async def get_job(request: Request) -> Response:
     authorize(request, write=False)
+    include = request.query_params.get("include") or None
+    if include not in (None, "data"):
+        raise ApiError(400, "include takes one value, data (the job's data): leave it out otherwise")
+    fields = DETAIL_WITH_DATA_FIELDS if include else DETAIL_FIELDS
     async with deadline():
-        record = await api_of(request).store.get(_path_job_id(request))
-
-    return JSONResponse(public(record))
+        record = await api_of(request).store.get(_path_job_id(request), fields)
+    return JSONResponse(public(record, fields))
 
 
 def _filters(request: Request) -> tuple[str | None, str | None]:

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.broker.enqueue import MAX_DELAY_MS
 from app.jobs import JobRegistry
-from app.outcomes.record import FIELDS, PUBLIC_FIELDS, STATES
+from app.outcomes.record import DETAIL_WITH_DATA_FIELDS, FIELDS, MAX_TRACEBACK_CHARS, PUBLIC_FIELDS, STATES
 
 MAX_PAGE = 200
 JOB_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
@@ -74,6 +74,13 @@ JOB_ID: Schema = {
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+}
+INCLUDE: Schema = {
+    "name": "include",
+    "in": "query",
+    "required": False,
+    "description": "data: the job's data too (it can be large); an empty value is the same as leaving it out",
+    "schema": {"type": "string", "enum": ["data", ""]},
 }
 IDEMPOTENCY_KEY: Schema = {
     "name": "Idempotency-Key",
@@ -175,12 +182,28 @@ def optional(values: Iterable[str], what: str) -> Schema:
     }
 
 
+#: What the record's fields say beyond their type.
+_FIELD_DESCRIPTIONS = {
+    "traceback": (
+        f"the traceback of the last error (its last {MAX_TRACEBACK_CHARS} characters), kept like error; "
+        "null if the job never failed"
+    ),
+    "data": "the job's data as accepted: only with ?include=data",
+}
+
+
 def _record_field(name: str) -> dict[str, Any]:
     if name == "jobId":
-        return {"type": "string"}
-    if name == "state":
-        return {"type": ["string", "null"], "enum": [*STATES, None]}
-    return {"type": [FIELDS[name], "null"]}
+        schema: Schema = {"type": "string"}
+    elif name == "state":
+        schema = {"type": ["string", "null"], "enum": [*STATES, None]}
+    elif FIELDS[name] == "any":
+        schema = {}
+    else:
+        schema = {"type": [FIELDS[name], "null"]}
+    if name in _FIELD_DESCRIPTIONS:
+        schema["description"] = _FIELD_DESCRIPTIONS[name]
+    return schema
 
 
 def _record(fields: Iterable[str]) -> Schema:
@@ -241,6 +264,7 @@ def _components(registry: JobRegistry, *, max_batch_jobs: int) -> Schema:
         "StateFilter": optional(STATES, "jobs in this state"),
         "JobNameFilter": optional(names, "jobs of this type"),
         "JobRecord": _record(PUBLIC_FIELDS),
+        "JobDetail": _record(DETAIL_WITH_DATA_FIELDS),
         "JobPage": _object(jobs={"type": "array", "items": ref("JobRecord")}, nextCursor={"type": ["string", "null"]}),
         "Requeued": _object(requeued={"type": "integer"}),
         "Deleted": _object(deleted={"type": "integer"}),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 QUEUED = "queued"
@@ -60,13 +61,19 @@ QUEUED_FIELDS = (
 #: A new job also starts its count of executions.
 NEW_JOB_FIELDS = (*QUEUED_FIELDS, "executions")
 
-#: What `GET /jobs/{id}` and the job lists show of a record.
+#: What the job lists show of a record (and a requeue answers).
 PUBLIC_FIELDS = (
     "jobId", "jobName", "queue", "state", "attempts", "maxRetries", "enqueuedAt", "startedAt", "finishedAt",
     "durationMs", "error", "nextRetryAt", "runAt", "executions", "redeliveries", "requeues",
 )  # fmt: skip
+#: What `GET /jobs/{id}` shows: also the last error's traceback (cut when written, MAX_TRACEBACK_CHARS).
+DETAIL_FIELDS = (*PUBLIC_FIELDS, "traceback")
+#: And with `?include=data`: the job's data, which can be large.
+DETAIL_WITH_DATA_FIELDS = (*DETAIL_FIELDS, "data")
 
-assert set(NEW_JOB_FIELDS) <= set(FIELDS) and set(PUBLIC_FIELDS) <= set(FIELDS) and QUEUED_FIELDS[0] == "jobId"
+assert (
+    set(NEW_JOB_FIELDS) <= set(FIELDS) and set(DETAIL_WITH_DATA_FIELDS) <= set(FIELDS) and QUEUED_FIELDS[0] == "jobId"
+)
 
 
 def now_ms() -> int:
@@ -94,9 +101,9 @@ def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def public(record: dict[str, Any]) -> dict[str, Any]:
-    """A decoded record as `GET /jobs/{id}` shows it."""
-    return {name: record.get(name) for name in PUBLIC_FIELDS}
+def public(record: dict[str, Any], fields: Sequence[str] = PUBLIC_FIELDS) -> dict[str, Any]:
+    """A decoded record as the API shows it: these of its fields (those of the job lists by default)."""
+    return {name: record.get(name) for name in fields}
 
 
 def _json(value: str | None) -> Any:

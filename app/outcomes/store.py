@@ -37,8 +37,14 @@ class JobStore:
     log: OutcomeLog
     enqueuer: Requeuer
 
-    async def get(self, job_id: str) -> dict[str, Any]:
-        raw = await self.client.hgetall(self.keys.job(job_id))
+    async def get(self, job_id: str, fields: Sequence[str] | None = None) -> dict[str, Any]:
+        """A job's record, decoded; only `fields` of it are read when given (its data can be large)."""
+        key = self.keys.job(job_id)
+        if fields is None:
+            raw = await self.client.hgetall(key)
+        else:
+            values = await self.client.hmget(key, fields)
+            raw = {name: value for name, value in zip(fields, values, strict=True) if value is not None}
         if not raw:
             raise JobNotFound(job_id)
         return decode_record(raw)

@@ -196,3 +196,28 @@ def test_idempotency_key_enqueues_once_when_requests_race(stack: Stack, redis_cl
     )
     assert other.status_code == 202 and other.json()["jobId"] not in job_ids
     assert redis_client.llen(KEYS.queue("default")) == 2
+
+
+def test_one_job_shows_its_traceback_and_with_include_data_its_data(stack: Stack, receivers: Any) -> None:
+    receiver = receivers(fail_first(1_000))
+    _, base = stack.api()
+    api = stack.client(base)
+    # One retry, a long way off: the job stays retrying after its first failure.
+    stack.worker(threads=2, MAX_RETRIES="1", RETRY_MIN_BACKOFF_MS="600000", RETRY_MAX_BACKOFF_MS="600000")
+    data = {"url": receiver.url, "payload": {"order": 7, "note": "x" * 1000}}
+    job_id = api.enqueue("webhookJob", data)
+    retrying = wait_until(lambda: state_of(api, job_id, "retrying"), timeout=20, message="retrying")
+    assert "Traceback" in retrying["traceback"] and "500" in retrying["traceback"], retrying["traceback"]
+    assert "data" not in retrying  # data can be large: only on request
+
+    with_data = api.http.get(f"/jobs/{job_id}", params={"include": "data"})
+    assert with_data.status_code == 200, with_data.text
+    assert with_data.json()["data"] == data and with_data.json()["traceback"] == retrying["traceback"]
+    assert api.http.get(f"/jobs/{job_id}", params={"include": ""}).json() == retrying
+    refused = api.http.get(f"/jobs/{job_id}", params={"include": "everything"})
+    assert refused.status_code == 400 and "include" in refused.json()["error"]
+    # The lists keep their fields.
+    listed = api.http.get("/jobs").json()["jobs"]
+    assert [r["jobId"] for r in listed] == [job_id]
+    assert "traceback" not in listed[0] and "data" not in listed[0]
+    assert set(listed[0]) == set(retrying) - {"traceback"}

@@ -180,6 +180,16 @@ def test_each_operation_is_its_routes_declaration_with_what_its_access_answers()
     assert len(ids) == len(set(ids)), "operationIds must be unique"
 
 
+def test_one_job_is_documented_with_its_traceback_and_on_request_its_data() -> None:
+    get_job = with_key.raw_schema["paths"]["/jobs/{job_id}"]["get"]
+    assert {"name": "include", "in": "query"}.items() <= get_job["parameters"][1].items()
+    detail = get_job["responses"]["200"]["content"]["application/json"]["schema"]
+    schemas = with_key.raw_schema["components"]["schemas"]
+    fields = schemas[detail["$ref"].rpartition("/")[2]]["properties"]
+    assert {"traceback", "data"} <= set(fields) and "include=data" in fields["data"]["description"]
+    assert not {"traceback", "data"} & set(schemas["JobRecord"]["properties"])  # the lists keep their fields
+
+
 def test_a_route_without_an_operation_is_not_left_out_silently() -> None:
     async def endpoint(request: Any) -> None: ...
 
