@@ -7,6 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.api import long_poll
 from app.api.auth import authorize
 from app.api.body import json_body, whole_number
 from app.api.context import api_of
@@ -35,8 +36,8 @@ async def get_job(request: Request) -> Response:
     if include not in (None, "data"):
         raise ApiError(400, "include takes one value, data (the job's data): leave it out otherwise")
     fields = DETAIL_WITH_DATA_FIELDS if include else DETAIL_FIELDS
-    async with deadline():
-        record = await api_of(request).store.get(_path_job_id(request), fields)
+    job_id = _path_job_id(request)
+    record = await long_poll.read_record(request, job_id, lambda: api_of(request).store.get(job_id, fields))
     return JSONResponse(public(record, fields))
 
 
