@@ -39,9 +39,9 @@ test: install system-deps lint
 	$(PY) -m pytest
 
 lint: install
-	$(PY) -m ruff check app tests bench scripts
-	$(PY) -m ruff format --check app tests bench scripts
-	$(PY) -m mypy app
+	$(PY) -m ruff check app taskqueue tests bench scripts
+	$(PY) -m ruff format --check app taskqueue tests bench scripts
+	$(PY) -m mypy app taskqueue
 
 ## Programs the tests run for real (scripts/system_deps.sh installs the missing ones).
 system-deps:
