@@ -21,6 +21,7 @@ from starlette.requests import Request
 from app.api.context import api_of
 from app.api.errors import REDIS_DEADLINE_S, ApiError, deadline
 from app.connection.clients import REDIS_DOWN_ERRORS
+from app.errors import shown
 from app.keys import Keys
 from app.outcomes.record import FINAL_STATES
 
@@ -46,7 +47,10 @@ def wait_seconds(request: Request) -> float | None:
     if not raw:
         return None
     if len(raw) > 32 or not _seconds.fullmatch(raw) or not float(raw) <= MAX_WAIT_S:
-        raise ApiError(400, f"wait must be a number of seconds from 0 to {MAX_WAIT_S} (such as wait=30), not {raw!r}")
+        raise ApiError(
+            400,
+            f"wait must be a number of seconds from 0 to {MAX_WAIT_S} (such as wait=30), not {shown(raw, quoted=True)}",
+        )
     return float(raw)
 
 

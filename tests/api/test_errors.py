@@ -251,6 +251,7 @@ ECHOING = [
     ("GET", f"/jobs?state={LONG}", None, 400),
     ("GET", f"/jobs?jobName={LONG}", None, 400),
     ("GET", f"/jobs/{LONG}", None, 404),
+    ("GET", f"/jobs/abc?wait={LONG}", None, 400),
     ("GET", f"/{LONG}", None, 404),
     ("PUT", f"/jobs/{LONG}", None, 405),
 ]
