@@ -11,7 +11,7 @@ import redis.asyncio
 
 from app.connection.atomic import run_atomically_async
 from app.connection.clients import REDIS_DOWN_ERRORS, unavailable
-from app.connection.commands import SCRIPT_COMMANDS, Command, coalesce, run_commands
+from app.connection.commands import Command, coalesce
 
 #: Upper bound on commands in one pipeline, so a burst does not build one huge transaction.
 MAX_COMMANDS_PER_FLUSH = 20_000
@@ -50,15 +50,11 @@ class WriteBatcher:
 
     async def _flush(self, batch: list[tuple[Sequence[Command], asyncio.Future[None]]]) -> None:
         # One transaction: coalesced (a request's dozen commands shrink to about two, the rest
-        # shared with its neighbours) and sent as one Lua call, whose one reply is all to read.
+        # shared with its neighbours) and sent as one atomic call (a Lua call, whose one reply is
+        # all to read). Sent once: again only if it could not be sent at all (app/connection/atomic.py).
         commands = coalesce([command for commands, _ in batch for command in commands])
         try:
-            if len(commands) > 1 and any(command[0] in SCRIPT_COMMANDS for command in commands):
-                async with self.client.pipeline(transaction=True) as pipeline:
-                    run_commands(pipeline, commands)
-                    await asyncio.wait_for(pipeline.execute(), self.timeout_s)
-            else:
-                await asyncio.wait_for(run_atomically_async(self.client, commands), self.timeout_s)
+            await asyncio.wait_for(run_atomically_async(self.client, commands), self.timeout_s)
         except (TimeoutError, *REDIS_DOWN_ERRORS) as error:
             failure = unavailable(error)
             for _, future in batch:

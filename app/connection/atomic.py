@@ -1,5 +1,11 @@
 """Running a list of commands atomically in one round trip, packed and read without redis-py's
-per-command layers: one Lua call (`commands.lua`) whose one reply is all there is to read."""
+per-command layers: one Lua call (`commands.lua`) whose one reply is all there is to read, or, when
+scripts are among the commands (a script cannot call another), one MULTI/EXEC block.
+
+Such a write must run once. A call that could not be sent (its pooled connection turned out dead
+as it was written to) is sent once more on a fresh connection: Redis runs no command it did not
+receive whole, and a transaction only at its EXEC. A call sent whose reply is lost is in doubt (it
+may have run): it is not sent again, and the caller gets BrokerUnavailable."""
 
 from __future__ import annotations
 
@@ -10,8 +16,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from app.connection.clients import REDIS_DOWN_ERRORS, unavailable
-from app.connection.commands import Command, pack
+from app.connection.clients import REDIS_DOWN_ERRORS, RESEND_ERRORS, unavailable
+from app.connection.commands import SCRIPT_COMMANDS, Command, pack
 from app.connection.scripts import RUN_COMMANDS, flatten
 
 
@@ -27,26 +33,41 @@ class Started:
     def __init__(self, client: redis.Redis, commands: Sequence[Command]) -> None:
         self.pool = client.connection_pool
         self.connection: Any = None
+        packed, self.replies = packed_call(commands)
+        try:
+            self._send(packed)
+        except _NotSent:
+            try:
+                self._send(packed)  # on a fresh connection
+            except _NotSent as again:
+                raise unavailable(again.error) from again.error
+
+    def _send(self, packed: bytes) -> None:
         try:
             self.connection = self.pool.get_connection()
-            self.connection.send_packed_command([packed_call(commands)])
         except REDIS_DOWN_ERRORS as error:
-            self._close(broken=True)
             raise unavailable(error) from error
+        try:
+            self.connection.send_packed_command([packed])
+        except BaseException as error:
+            self._close(broken=True)
+            if isinstance(error, RESEND_ERRORS):
+                raise _NotSent(error) from error
+            if isinstance(error, REDIS_DOWN_ERRORS):
+                raise unavailable(error) from error
+            raise
 
     def wait(self) -> None:
         """Until Redis has run them; BrokerUnavailable or the Redis error otherwise."""
         broken = True
         try:
-            self.connection.read_response()
+            replies = [_reply(self.connection.read_response) for _ in range(self.replies)]
             broken = False
-        except redis.ResponseError:
-            broken = False
-            raise
         except REDIS_DOWN_ERRORS as error:
             raise unavailable(error) from error
         finally:
             self._close(broken=broken)
+        _raise_first_error(replies)
 
     def _close(self, *, broken: bool) -> None:
         if self.connection is not None:
@@ -61,16 +82,47 @@ def start_atomically(client: redis.Redis, commands: Sequence[Command]) -> Starte
     return Started(client, commands)
 
 
+class _NotSent(Exception):
+    """The connection turned out dead as the call was written to it: nothing reached Redis."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 async def run_atomically_async(client: redis.asyncio.Redis, commands: Sequence[Command]) -> None:
     """`run_atomically` for the asyncio client."""
-    pool = client.connection_pool
+    packed, count = packed_call(commands)
+    try:
+        replies = await _round_trip(client.connection_pool, packed, count)
+    except _NotSent:
+        try:
+            replies = await _round_trip(client.connection_pool, packed, count)  # on a fresh connection
+        except _NotSent as again:
+            raise unavailable(again.error) from again.error
+    _raise_first_error(replies)
+
+
+async def _round_trip(pool: redis.asyncio.ConnectionPool, packed: bytes, count: int) -> list[Any]:
+    """The call's replies; _NotSent if it could not be sent, BrokerUnavailable if it could not run
+    or its replies were lost."""
     try:
         connection = await pool.get_connection()
     except REDIS_DOWN_ERRORS as error:
         raise unavailable(error) from error
     try:
-        await connection.send_packed_command([packed_call(commands)])
-        await connection.read_response()
+        try:
+            # On any error, redis-py has closed the connection: the pool reconnects it.
+            await connection.send_packed_command([packed])
+        except RESEND_ERRORS as error:
+            raise _NotSent(error) from error
+        replies = []
+        for _ in range(count):
+            try:
+                replies.append(await connection.read_response())
+            except redis.ResponseError as error:
+                replies.append(error)
+        return replies
     except (*REDIS_DOWN_ERRORS, asyncio.CancelledError) as error:
         # Cancelled (a deadline) with the reply unread: the connection must not be reused.
         await connection.disconnect()
@@ -81,9 +133,29 @@ async def run_atomically_async(client: redis.asyncio.Redis, commands: Sequence[C
         await pool.release(connection)
 
 
-def packed_call(commands: Sequence[Command]) -> bytes:
-    """The commands as one atomic call, packed: one script call (a merged block script) as it
-    is, anything else through `commands.lua`."""
+def _reply(read: Any) -> Any:
+    """One reply read, an error reply as the error (the replies after it are still read)."""
+    try:
+        return read()
+    except redis.ResponseError as error:
+        return error
+
+
+def _raise_first_error(replies: list[Any]) -> None:
+    """Raise the first error among a call's replies: a script's, a command that could not be
+    queued in a MULTI, or one that failed inside its EXEC."""
+    transaction = replies[-1] if len(replies) > 1 and isinstance(replies[-1], list) else []
+    for reply in [*replies, *transaction]:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+
+
+def packed_call(commands: Sequence[Command]) -> tuple[bytes, int]:
+    """The commands as one atomic call, packed, and how many replies it gets: one script call (a
+    merged block script) as it is, several with a script among them in MULTI/EXEC, anything else
+    through `commands.lua`."""
     if len(commands) == 1 and commands[0][0] == "EVAL":
-        return pack(commands)
-    return pack([("EVAL", RUN_COMMANDS, 0, *flatten(commands))])
+        return pack(commands), 1
+    if any(command[0] in SCRIPT_COMMANDS for command in commands):
+        return pack([("MULTI",), *commands, ("EXEC",)]), len(commands) + 2
+    return pack([("EVAL", RUN_COMMANDS, 0, *flatten(commands))]), 1
