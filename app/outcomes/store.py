@@ -14,7 +14,7 @@ from app.connection.commands import Command, run_commands
 from app.errors import InvalidJobData, JobNotFound, JobStateConflict, UnknownJob
 from app.keys import Keys
 from app.outcomes.log import OutcomeLog
-from app.outcomes.record import FAILED, FINAL_STATES, decode_record, public
+from app.outcomes.record import FAILED, FINAL_STATES, decode_record, index_score, now_ms, public
 
 #: Index entries read at once while passing over entries an earlier page showed.
 MAX_CHUNK = 1_000
@@ -138,12 +138,17 @@ class JobStore:
         batch_size: int,
         max_jobs: int,
     ) -> int:
-        """Apply `action` to failed jobs, oldest first, reading the index `batch_size` ids at a time."""
+        """Apply `action` to the jobs that had failed when the pass began, oldest first, reading the
+        index `batch_size` ids at a time (a job requeued by this pass that fails again meanwhile is
+        not taken a second time)."""
         index = self.keys.state_index(FAILED, job_name)
+        failed_before = index_score(now_ms(), 999)
         done = 0
         kept = 0  # entries at the head of the index that stay there: their job changed meanwhile
         while done < max_jobs:
-            members: Any = await self.client.zrange(index, kept, kept + min(batch_size, max_jobs - done) - 1)
+            members: Any = await self.client.zrangebyscore(
+                index, "-inf", failed_before, start=kept, num=min(batch_size, max_jobs - done)
+            )
             ids = [member.decode() for member in members]
             if not ids:
                 break

@@ -17,6 +17,7 @@ from app.errors import JobStateConflict
 from app.jobs import JobRegistry, JobType
 from app.keys import Keys
 from app.outcomes.log import OutcomeLog
+from app.outcomes.record import index_score, now_ms
 from app.outcomes.store import JobStore
 from app.settings import Settings
 
@@ -184,6 +185,27 @@ def test_bulk_requeue_goes_in_batches_and_passes_over_jobs_that_changed(
     assert record["error"] == "E"  # the earlier failure stays visible
     with pytest.raises(JobStateConflict):
         loop.run_until_complete(store.requeue("f-10"))
+
+
+def test_a_bulk_requeue_takes_each_job_once_even_if_it_fails_again_meanwhile(
+    loop: asyncio.AbstractEventLoop, server: fakeredis.FakeServer
+) -> None:
+    seed(server, *[failed(f"f-{n}", 1_000 + n) for n in range(3)])
+    client = fakeredis.FakeRedis(server=server)
+    store = make_store(fakeredis.FakeAsyncRedis(server=server))
+    requeue = store._requeue
+    taken: list[str] = []
+
+    async def requeue_and_fail_again(job_id: str) -> None:
+        await requeue(job_id)
+        taken.append(job_id)
+        # A worker fails it again at once (a receiver that always refuses): it is failed anew.
+        client.hset(KEYS.job(job_id), "state", "failed")
+        client.zadd(KEYS.state_index("failed", "aJob"), {job_id: index_score(now_ms() + 5)})
+
+    store._requeue = requeue_and_fail_again  # type: ignore[method-assign]
+    assert loop.run_until_complete(store.requeue_many(job_name="aJob", batch_size=1, max_jobs=1_000)) == 3
+    assert taken == ["f-0", "f-1", "f-2"]
 
 
 def test_bulk_delete_goes_in_batches_and_keeps_other_jobs(
