@@ -25,7 +25,9 @@ RUN groupadd --gid 10001 taskqueue \
 # every edit of app/. The list is read from pyproject.toml itself (tomllib is in Python 3.11), so
 # there is no second list to keep in sync.
 COPY pyproject.toml /tmp/build/
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']['dependencies']))" \
+# With the dependencies of the `cli` extra, so that `tq` works inside the image (docker compose
+# exec api tq jobs --state failed).
+RUN python -c "import tomllib; p = tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']; print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['client'] + p['optional-dependencies']['cli'] if not d.startswith('taskqueue')))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
@@ -34,6 +36,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/build/pyp
 # names it as the package's readme.
 COPY README.md /tmp/build/
 COPY app /tmp/build/app
+COPY taskqueue /tmp/build/taskqueue
 RUN pip install --no-deps /tmp/build && rm -rf /tmp/build
 
 # Writable by the app user: relative paths of the settings (var/mail/outbox.mbox) land here.
