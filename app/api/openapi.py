@@ -4,6 +4,8 @@
 An `Operation` names the schemas it takes and answers (`ref`); the ones that depend on the job
 types or the settings are built here (`_components`). Access adds what every protected route
 answers alike: 401 (and 403 for a write), and 503 with Retry-After when Redis does not answer.
+Links say which operations a response's values lead to (a new job's id to GET, retry and DELETE
+it), so that a client, or a stateful fuzzer, can follow them.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import email_validator
 from starlette.routing import BaseRoute, Route
 
+from app.api.enqueue import MAX_IDEMPOTENCY_KEY
+from app.api.errors import CLIENT_GONE, RETRY_AFTER_S
 from app.broker.enqueue import MAX_DELAY_MS
 from app.jobs import JobRegistry
 from app.outcomes.record import DETAIL_WITH_DATA_FIELDS, FIELDS, MAX_TRACEBACK_CHARS, PUBLIC_FIELDS, STATES
@@ -34,15 +39,20 @@ def ref(name: str) -> Schema:
 ERROR = ref("Error")
 
 
+#: A link: the operationId it leads to, and its parameters' values as runtime expressions.
+Link = tuple[str, Mapping[str, str]]
+
+
 @dataclass(frozen=True)
 class Answer:
-    """One status of an operation: when it is answered, its JSON body (none: no body), and the
-    operations its values lead to (link name -> (operationId, {parameter: runtime expression}))."""
+    """One status of an operation: when it is answered, its body (none: no body), the headers it
+    always carries, and the operations its values lead to (by link name)."""
 
     description: str
     schema: Schema | None = None
     media_type: str = "application/json"
-    links: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
+    headers: Mapping[str, Schema] = field(default_factory=dict)
+    links: Mapping[str, Link] = field(default_factory=dict)
 
 
 def refused(description: str) -> Answer:
@@ -60,6 +70,16 @@ class Operation:
     access: Access = None
     parameters: tuple[Schema, ...] = ()
     body: Schema | None = None
+
+
+def job_links(job_id: str) -> dict[str, Link]:
+    """What a job's id leads to: reading the job, retrying it and deleting it. `job_id`: where the
+    id is in the response, as a runtime expression (`$response.body#/jobId`)."""
+    return {
+        "GetJob": ("getJob", {"job_id": job_id}),
+        "RetryJob": ("retryJob", {"job_id": job_id}),
+        "DeleteJob": ("deleteJob", {"job_id": job_id}),
+    }
 
 
 def query(name: str, schema: Schema, description: str | None = None, *, required: bool = False) -> Schema:
@@ -87,16 +107,26 @@ IDEMPOTENCY_KEY: Schema = {
     "in": "header",
     "required": False,
     "description": (
-        "a job sent twice with the same key is enqueued once; 1 to 200 characters of "
-        "UTF-8 text (bytes that are not UTF-8 count one character each)"
+        f"a job sent twice with the same key is enqueued once; 1 to {MAX_IDEMPOTENCY_KEY} characters of UTF-8 "
+        "text (bytes that are not UTF-8 count one character each), not only spaces"
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
 }
 
 #: What every operation that needs a key answers, by access.
 _UNAUTHORIZED = refused("Missing or wrong x-api-key")
 _READ_ONLY = refused("The read-only key cannot enqueue or change jobs")
-_UNAVAILABLE = refused("Redis unavailable; retry after Retry-After seconds")
+_UNAVAILABLE = Answer(
+    "Redis did not answer (within about 4 s): nothing was done; retry after Retry-After seconds",
+    ERROR,
+    headers={
+        "Retry-After": {
+            "required": True,
+            "description": "seconds to wait before trying again",
+            "schema": {"type": "integer", "const": RETRY_AFTER_S},
+        }
+    },
+)
 
 
 def _access_answers(access: Access) -> dict[int, Answer]:
@@ -112,6 +142,8 @@ def _response(answer: Answer) -> Schema:
     response: Schema = {"description": answer.description}
     if answer.schema is not None:
         response["content"] = {answer.media_type: {"schema": answer.schema}}
+    if answer.headers:
+        response["headers"] = dict(answer.headers)
     if answer.links:
         response["links"] = {
             name: {"operationId": operation_id, "parameters": dict(parameters)}
@@ -145,6 +177,16 @@ def _paths(routes: Iterable[BaseRoute], operations: Mapping[Callable[..., Any], 
     return paths
 
 
+def _links_lead_somewhere(paths: Schema) -> None:
+    ids = {described["operationId"] for item in paths.values() for described in item.values()}
+    for path, item in paths.items():
+        for described in item.values():
+            for status, response in described["responses"].items():
+                for name, link in response.get("links", {}).items():
+                    if link["operationId"] not in ids:
+                        raise LookupError(f"link {name} of {path} {status} leads to no operation {link['operationId']}")
+
+
 def _data_schemas(registry: JobRegistry) -> dict[str, Any]:
     """`<jobName>Data` for each job type, with the models they nest hoisted into the components."""
     schemas: dict[str, Any] = {}
@@ -152,7 +194,41 @@ def _data_schemas(registry: JobRegistry) -> dict[str, Any]:
         schema = job_type.schema.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[f"{job_type.name}Data"] = schema
+    for schema in schemas.values():
+        _state_email_rules(schema)
     return schemas
+
+
+def _special_use_domains() -> list[str]:
+    """The domains email validation refuses (email_validator's list; `test` is allowed in its test mode)."""
+    return [
+        d for d in email_validator.SPECIAL_USE_DOMAIN_NAMES if not (d == "test" and email_validator.TEST_ENVIRONMENT)
+    ]
+
+
+def _state_email_rules(schema: Any) -> None:
+    """Say, of every `format: email` in a schema, what validation refuses beyond the format's syntax.
+
+    Email addresses are checked by email_validator (app/delivery/email_domains.py), stricter than the
+    format: a special-use domain (`user@example.test`) is refused, which `not` states exactly (for
+    ASCII domains, in either case); the other rules are in the description."""
+    if isinstance(schema, list):
+        for item in schema:
+            _state_email_rules(item)
+    if not isinstance(schema, dict):
+        return
+    if schema.get("format") == "email":
+        domains = _special_use_domains()
+        either_case = ["".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in d) for d in domains]
+        schema["not"] = {"pattern": f"[@.]({'|'.join(either_case)})$"}
+        special = ", ".join("." + d for d in domains)
+        schema["description"] = (
+            "an address that can receive mail: its domain has a period, its top-level domain ends with a letter "
+            f"(in ASCII form) and is not a special-use one ({special}); no quoted local part, no IP address for "
+            "a domain; a 'Name <address>' form is accepted"
+        )
+    for value in schema.values():
+        _state_email_rules(value)
 
 
 def _job_request(name: str) -> dict[str, Any]:
@@ -231,7 +307,18 @@ def _components(registry: JobRegistry, *, max_batch_jobs: int) -> Schema:
         "Error": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": {"type": "string", "minLength": 1}, "details": {}},
+            "properties": {
+                "error": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "what went wrong and what to do; a value the client sent is quoted to "
+                    "100 characters at most, then its length",
+                },
+                "details": {
+                    "description": "422: for one job {fields: {path: reason}}; for a batch "
+                    "[{index, error, fields?}] of each invalid job"
+                },
+            },
         },
         "Accepted": _object(message={"type": "string"}, jobId={"type": "string"}),
         "BatchAccepted": _object(message={"type": "string"}, jobIds={"type": "array", "items": {"type": "string"}}),
@@ -244,7 +331,13 @@ def _components(registry: JobRegistry, *, max_batch_jobs: int) -> Schema:
             "type": "object",
             "required": ["jobs"],
             "properties": {
-                "jobs": {"type": "array", "minItems": 1, "maxItems": max_batch_jobs, "items": ref("JobRequest")}
+                "jobs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_batch_jobs,
+                    "items": ref("JobRequest"),
+                    "description": "more than maxItems (MAX_BATCH_JOBS) jobs are refused with 413: split the batch",
+                }
             },
             "additionalProperties": False,
         },
@@ -280,16 +373,23 @@ def document(
     max_batch_jobs: int,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document served at /openapi.json: each route as its endpoint's Operation says."""
+    paths = _paths(routes, operations)
+    _links_lead_somewhere(paths)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "taskqueue",
             "version": "1.0.0",
-            "description": "Accept jobs, follow their outcomes, and act on failed ones.",
+            "description": (
+                "Accept jobs, follow their outcomes, and act on failed ones. Every error is JSON "
+                '{"error": ...} and changes nothing. A path no route has is answered 404, a method a path '
+                f"does not list 405 with Allow. A client that disconnects before sending its whole request is "
+                f"answered nothing: the HTTP metrics count it as {CLIENT_GONE}."
+            ),
         },
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
             "schemas": _components(registry, max_batch_jobs=max_batch_jobs),
         },
-        "paths": _paths(routes, operations),
+        "paths": paths,
     }
