@@ -3,6 +3,8 @@ scheduler stops. A slow job is a webhookJob whose receiver holds the request."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import threading
 import time
@@ -111,6 +113,45 @@ def test_job_running_past_the_shutdown_timeout_comes_back_at_once_and_runs_again
     assert [d.job_id for d in receiver.of(slow)] == [slow, slow]
     assert "Worker has been shut down" in w1.log()
     ledger.assert_at_rest(ledger.settle(redis_client, KEYS, [slow], timeout=20))
+
+
+def test_sigterm_to_three_processes_gives_back_each_delayed_job_once_and_logs_what_moved(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    # Delayed jobs wait in the delay-queue consumers' in-memory heaps of the worker's processes.
+    # Before: each process began its drain up to a second after the signal (Dramatiq looks at its
+    # flag once a second), at its own moment, so a process still fetching took what a stopping
+    # sibling had just given back and gave it back again: the same jobs logged by every process
+    # ("Gave back 2" x 3 for 2 jobs; here 6+8+10 for 10).
+    _, base = stack.api()
+    worker = stack.worker("w", processes=3, threads=2)
+    wait_until(lambda: len(live_workers(redis_client)) == 3, message="3 worker processes with a heartbeat")
+    workers = live_workers(redis_client)
+    api = stack.client(base)
+    delayed = [api.enqueue("emailJob", EMAIL, delayMs=60_000) for _ in range(10)]
+
+    def held() -> dict[str, int]:
+        return {broker_id: len(unacked(redis_client, broker_id, "default.DQ")) for broker_id in workers}
+
+    wait_until(
+        lambda: sum(held().values()) == len(delayed) and not redis_client.llen(KEYS.queue("default.DQ")),
+        message="the delayed jobs to be fetched into the processes' heaps",
+    )
+    print(f"\ndelayed jobs held per process before SIGTERM: {sorted(held().values())}")
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    log = worker.log()
+    back = [raw.decode() for raw in redis_client.lrange(KEYS.queue("default.DQ"), 0, -1)]
+    assert len(back) == len(set(back)) == len(delayed), back
+    bodies = redis_client.hmget(KEYS.queue_messages("default.DQ"), back)
+    assert sorted(json.loads(body)["message_id"] for body in bodies if body) == sorted(delayed)
+    assert not any(held().values()) and not any(unacked(redis_client, broker_id) for broker_id in workers)
+    moved = [int(n) for n in re.findall(r"Gave back (\d+) unstarted message\(s\) to queue 'default.DQ'", log)]
+    print(f"give-back log lines of default.DQ: {moved}")
+    assert sum(moved) == len(delayed), log
+    assert "job(s) still running" not in log and "stranded" not in log
+    assert {api.state(job_id) for job_id in delayed} == {"queued"}
 
 
 def _slow_body(chunks: list[bytes], gate: threading.Event, sent_first: threading.Event) -> Iterator[bytes]:
