@@ -19,6 +19,10 @@ from prometheus_client.utils import floatToGoString
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: A request with this in its query string is a long poll (GET /jobs/{job_id}?wait=...), counted
+#: and timed under its route template with LONG_POLL_SUFFIX.
+LONG_POLL_PARAMETER = b"wait="
+LONG_POLL_SUFFIX = "?wait"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -89,4 +93,8 @@ class HttpMetricsMiddleware:
             # The router records the route it chose (Starlette >= 0.48); no match means no route.
             route = scope.get("route")
             template = route.path if isinstance(route, Route) else "<unmatched>"
+            if LONG_POLL_PARAMETER in scope.get("query_string", b""):
+                # A long poll takes seconds by design: timed apart, it does not hide the latency
+                # of the route's ordinary reads.
+                template += LONG_POLL_SUFFIX
             scope["app"].state.api.http_metrics.observe(template, scope["method"], status, started)

@@ -195,3 +195,12 @@ async def test_redis_down_while_waiting_is_a_503_at_the_timeout(
     response, elapsed = await waiting
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert 1 <= elapsed < 6
+
+
+async def test_long_polls_are_timed_apart_from_the_routes_ordinary_reads(api: httpx.AsyncClient) -> None:
+    job_id = await queued_job(api)
+    await api.get(f"/jobs/{job_id}", params={"wait": "0.05"})
+    await api.get(f"/jobs/{job_id}")
+    metrics = (await api.get("/metrics")).text
+    assert 'taskqueue_http_request_duration_seconds_count{method="GET",route="/jobs/{job_id}?wait"} 1.0' in metrics
+    assert 'taskqueue_http_request_duration_seconds_count{method="GET",route="/jobs/{job_id}"} 1.0' in metrics
