@@ -28,8 +28,9 @@ from starlette.types import Receive, Scope, Send
 from app.api import long_poll
 from app.api.errors import CLIENT_GONE, RETRY_AFTER_S
 from app.api.openapi import document
+from app.api.operations import OPERATIONS
 from app.delivery.email_domains import normalized_email
-from app.http import OPERATIONS, ROUTES, create_app
+from app.http import ROUTES, create_app
 from app.jobs import load_job_types
 from app.settings import Settings
 from tests.support.accepted import enqueued
