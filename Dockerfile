@@ -42,7 +42,7 @@ RUN pip install --no-deps /tmp/build && rm -rf /tmp/build
 # Writable by the app user: relative paths of the settings (var/mail/outbox.mbox) land here.
 WORKDIR /srv/taskqueue
 # uvicorn's logging with the filter that keeps keys sent in a query string out of the access log
-# (app/access_log.py); the API's command passes it with --log-config, relative to this directory.
+# (app/api/access_log.py); the API's command passes it with --log-config, relative to this directory.
 COPY deploy/uvicorn-logging.json /srv/taskqueue/deploy/uvicorn-logging.json
 USER 10001:10001
 

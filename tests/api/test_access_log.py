@@ -1,4 +1,4 @@
-"""app/access_log.py: a key sent in a query string never reaches the access log, however the API starts."""
+"""app/api/access_log.py: a key sent in a query string never reaches the access log, however the API starts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from app.access_log import RedactCredentials, redact_target
+from app.api.access_log import RedactCredentials, redact_target
 from tests.support.services import ROOT, VENV_BIN, RedisServer, Service, free_port, wait_until
 
 LOG_CONFIG = "deploy/uvicorn-logging.json"
