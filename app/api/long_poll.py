@@ -85,6 +85,11 @@ class StatePoller:
         self._count = 0
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """How many waits are in progress."""
+        return self._count
+
     async def wait(self, job_id: str, timeout: float, request: Request | None = None) -> None:
         """Return when the job's state is final, after `timeout` seconds, or when the client went away."""
         if self._count >= MAX_WAITERS:

@@ -17,7 +17,7 @@ from app.api import long_poll
 from app.http import create_app
 from app.keys import Keys
 from app.settings import Settings
-from tests.support.inprocess import BASE_URL, api_client
+from tests.support.inprocess import BASE_URL, api_client, app_of
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -48,6 +48,14 @@ async def queued_job(api: httpx.AsyncClient) -> str:
     )
     assert response.status_code == 202, response.text
     return str(response.json()["jobId"])
+
+
+async def until_waiting(app: Any, count: int, timeout: float = 5.0) -> None:
+    """Until `count` long polls wait in the app's poller (the requests have reached it)."""
+    deadline = time.monotonic() + timeout
+    while getattr(app.state, "long_poll", None) is None or app.state.long_poll.waiting < count:
+        assert time.monotonic() < deadline, f"{count} long polls never started waiting"
+        await asyncio.sleep(0.01)
 
 
 def set_state(redis_client: redis.Redis, job_id: str, state: str) -> None:
@@ -87,19 +95,33 @@ async def test_a_final_job_is_answered_at_once_and_an_unknown_one_is_a_404(
     assert response.status_code == 404 and elapsed < 0.5
 
 
-async def test_the_answer_comes_when_the_job_finishes(api: httpx.AsyncClient, redis_client: redis.Redis) -> None:
+async def test_the_answer_comes_when_the_job_finishes(
+    api: httpx.AsyncClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks: list[int] = []
+    states = long_poll.StatePoller._states
+
+    async def counted(self: long_poll.StatePoller, job_ids: list[str]) -> list[bytes | None]:
+        ticks.append(len(job_ids))
+        return await states(self, job_ids)
+
+    monkeypatch.setattr(long_poll.StatePoller, "_states", counted)
     job_id = await queued_job(api)
     waiting = asyncio.create_task(timed_get(api, job_id, "30"))
-    await asyncio.sleep(0.3)
+    await until_waiting(app_of(api), 1)
     set_state(redis_client, job_id, "running")  # not final: still waiting
-    await asyncio.sleep(0.3)
+    read_before = len(ticks)
+    deadline = time.monotonic() + 5
+    while len(ticks) < read_before + 3:  # three reads of the state since it became running
+        assert time.monotonic() < deadline, "the poller stopped reading"
+        await asyncio.sleep(0.01)
     assert not waiting.done()
     set_state(redis_client, job_id, "succeeded")
     finished = time.monotonic()
     response, elapsed = await waiting
     print(f"\nanswered {(time.monotonic() - finished) * 1000:.0f} ms after the record became final")
     assert response.status_code == 200 and response.json()["state"] == "succeeded"
-    assert response.json()["jobId"] == job_id and 0.6 <= elapsed < 1.5
+    assert response.json()["jobId"] == job_id and elapsed < 2
 
 
 async def test_at_the_timeout_the_record_is_answered_as_it_is(api: httpx.AsyncClient) -> None:
@@ -112,7 +134,7 @@ async def test_at_the_timeout_the_record_is_answered_as_it_is(api: httpx.AsyncCl
 async def test_a_job_deleted_while_waited_on_is_a_404(api: httpx.AsyncClient, redis_client: redis.Redis) -> None:
     job_id = await queued_job(api)
     waiting = asyncio.create_task(timed_get(api, job_id, "30"))
-    await asyncio.sleep(0.2)
+    await until_waiting(app_of(api), 1)
     redis_client.delete(KEYS.job(job_id))
     response, elapsed = await waiting
     assert response.status_code == 404 and elapsed < 1.5
@@ -143,7 +165,7 @@ async def test_past_max_waiters_a_wait_answers_at_once(api: httpx.AsyncClient, m
     monkeypatch.setattr(long_poll, "MAX_WAITERS", 2)
     job_id = await queued_job(api)
     held = [asyncio.create_task(timed_get(api, job_id, "1")) for _ in range(2)]
-    await asyncio.sleep(0.2)
+    await until_waiting(app_of(api), 2)
     response, elapsed = await timed_get(api, job_id, "1")
     assert response.status_code == 200 and elapsed < 0.5
     assert all(elapsed >= 0.9 for _, elapsed in await asyncio.gather(*held))
@@ -176,13 +198,13 @@ async def test_a_client_that_goes_away_stops_the_wait(redis_server: RedisServer)
             "server": ("testserver", 80), "root_path": "",
         }  # fmt: skip
         request = asyncio.create_task(app(scope, receive, send))
-        await asyncio.sleep(0.3)
-        assert app.state.long_poll._count == 1 and not request.done()
+        await until_waiting(app, 1)
+        assert not request.done()
         gone.set()
         started = time.monotonic()
         await asyncio.wait_for(request, timeout=5)
         assert time.monotonic() - started < 1
-        assert app.state.long_poll._count == 0 and not app.state.long_poll._waiters
+        assert app.state.long_poll.waiting == 0 and not app.state.long_poll._waiters
 
 
 async def test_redis_down_while_waiting_is_a_503_at_the_timeout(
@@ -190,7 +212,7 @@ async def test_redis_down_while_waiting_is_a_503_at_the_timeout(
 ) -> None:
     job_id = await queued_job(api)
     waiting = asyncio.create_task(timed_get(api, job_id, "1"))
-    await asyncio.sleep(0.2)
+    await until_waiting(app_of(api), 1)
     redis_server.stop()
     response, elapsed = await waiting
     assert response.status_code == 503 and response.headers["Retry-After"]

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+from starlette.applications import Starlette
 
 from app.http import create_app
 from app.settings import Settings
@@ -26,3 +27,10 @@ async def api_client(settings: Settings, **headers: str) -> AsyncIterator[httpx.
         httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers, timeout=30) as client,
     ):
         yield client
+
+
+def app_of(client: httpx.AsyncClient) -> Starlette:
+    """The app behind a client of `api_client`."""
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    return transport.app  # type: ignore[return-value]
