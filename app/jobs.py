@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from app.errors import InvalidJobData, PermanentJobError, UnknownJob
+from app.keys import DEFAULT_PRIORITY, PRIORITY_LEVELS, RESERVED_QUEUE_SUFFIXES
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,8 +49,26 @@ class JobContext:
     registry: JobRegistry
 
 
-#: A job's function: `fn(job_id, data, context)`.
-JobFunction = Callable[[str, dict[str, Any], JobContext], None]
+#: A job's function: `fn(job_id, data, context)`; what it returns (JSON, size-capped) is its result.
+JobFunction = Callable[[str, dict[str, Any], JobContext], Any]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` starts of a job type per `per_seconds`, across all workers; with `key`, per
+    value of `key(data)` (for example the host a webhook goes to)."""
+
+    limit: int
+    per_seconds: float = 1.0
+    key: Callable[[dict[str, Any]], str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.per_seconds <= 0:
+            raise ValueError(f"a rate limit needs limit >= 1 and per_seconds > 0, not {self.limit}/{self.per_seconds}")
+
+    @property
+    def window_ms(self) -> int:
+        return max(1, int(self.per_seconds * 1000))
 
 
 @dataclass(frozen=True)
@@ -62,9 +81,37 @@ class JobType:
     queue: str = DEFAULT_QUEUE
     #: Errors that fail the job at once (no retries); PermanentJobError always does.
     permanent_errors: tuple[type[BaseException], ...] = ()
-    #: Dramatiq actor options (max_retries, retry_when, time_limit, periodic, ...).
+    #: Dramatiq actor options (max_retries, min_backoff, max_backoff, time_limit, retry_when, periodic, ...).
     options: dict[str, Any] = field(default_factory=dict)
     example: Callable[[int], dict[str, Any]] = lambda number: {}
+    #: The priority level its jobs get unless the enqueue names one (app/keys.py PRIORITY_LEVELS).
+    priority: str = DEFAULT_PRIORITY
+    #: At most this many of its jobs run at once across all workers (None: no limit).
+    concurrency: int | None = None
+    #: At most so many starts per period across all workers (None: no limit).
+    rate_limit: RateLimit | None = None
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITY_LEVELS:
+            raise ValueError(f"job type {self.name!r}: priority must be one of {', '.join(PRIORITY_LEVELS)}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"job type {self.name!r}: concurrency must be 1 or more (or None for no limit)")
+        if self.queue.endswith(RESERVED_QUEUE_SUFFIXES) or not self.queue:
+            raise ValueError(
+                f"job type {self.name!r}: queue {self.queue!r} may not be empty or end with "
+                f"{', '.join(RESERVED_QUEUE_SUFFIXES)}"
+            )
+
+    @property
+    def limited(self) -> bool:
+        """Whether its starts are limited (a fetch must check them)."""
+        return self.concurrency is not None or self.rate_limit is not None
+
+    def rate_key(self, data: dict[str, Any]) -> str:
+        """The rate key of a job with this data ('' when its rate limit has none)."""
+        if self.rate_limit is None or self.rate_limit.key is None:
+            return ""
+        return str(self.rate_limit.key(data))
 
     def validate(self, data: Any, settings: Settings | None = None) -> dict[str, Any]:
         """The data as the job will receive it, or InvalidJobData naming each bad field.
@@ -106,7 +153,12 @@ class JobRegistry:
         return sorted(self._types)
 
     def queues(self) -> list[str]:
+        """The declared queues: those of the job types."""
         return sorted({job_type.queue for job_type in self._types.values()})
+
+    def limited(self) -> list[JobType]:
+        """The job types whose starts are limited (concurrency or rate)."""
+        return [job_type for job_type in self._types.values() if job_type.limited]
 
     def __iter__(self) -> Iterator[JobType]:
         return iter(self._types.values())
@@ -124,6 +176,13 @@ def job_type(
     *,
     schema: type[pydantic.BaseModel],
     queue: str = DEFAULT_QUEUE,
+    priority: str = DEFAULT_PRIORITY,
+    concurrency: int | None = None,
+    rate_limit: RateLimit | None = None,
+    max_retries: int | None = None,
+    time_limit_ms: int | None = None,
+    min_backoff_ms: int | None = None,
+    max_backoff_ms: int | None = None,
     permanent_errors: tuple[type[BaseException], ...] = (),
     example: Callable[[int], dict[str, Any]] | None = None,
     into: JobRegistry | None = None,
@@ -131,11 +190,22 @@ def job_type(
 ) -> Callable[[JobFunction], JobType]:
     """Declare a job type: `fn(job_id, data, context)` runs it, as the actor named `name`.
 
+    `queue`: the queue its jobs go to; `priority`: their level unless the enqueue names one;
+    `concurrency`: at most this many run at once across all workers; `rate_limit`: at most so
+    many starts per period (per key of the data, optionally). `max_retries`, `time_limit_ms`,
+    `min_backoff_ms`, `max_backoff_ms`: this type's own values instead of the settings'.
     `permanent_errors` fail the job at once (no retries); PermanentJobError always does.
     `example(n)` makes the data of the n-th synthetic job for `app.producer --generate`.
     Other keyword arguments are Dramatiq actor options. `into`: a registry other than the
     default one (tests, benchmarks).
     """
+    named = {
+        "max_retries": max_retries,
+        "time_limit": time_limit_ms,
+        "min_backoff": min_backoff_ms,
+        "max_backoff": max_backoff_ms,
+    }
+    options = {**{option: value for option, value in named.items() if value is not None}, **actor_options}
 
     def declare(fn: JobFunction) -> JobType:
         declared = JobType(
@@ -143,8 +213,11 @@ def job_type(
             schema=schema,
             fn=fn,
             queue=queue,
+            priority=priority,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
             permanent_errors=permanent_errors,
-            options=actor_options,
+            options=options,
             **({"example": example} if example is not None else {}),
         )
         (registry if into is None else into).add(declared)

@@ -17,6 +17,14 @@ DELAY_SUFFIX = ".DQ"
 DEAD_LETTER_SUFFIX = ".XQ"
 MESSAGES_SUFFIX = ".msgs"
 
+#: Priority levels, highest first. A queue's `normal` jobs are on Dramatiq's own list of the
+#: queue; `high` and `low` jobs on lists beside it (the queue's name and one of these suffixes).
+PRIORITY_LEVELS = ("high", "normal", "low")
+DEFAULT_PRIORITY = "normal"
+LEVEL_SUFFIXES = {"high": ".high", "normal": "", "low": ".low"}
+#: What a declared queue's name may not end with (the keys beside it would collide).
+RESERVED_QUEUE_SUFFIXES = (DELAY_SUFFIX, DEAD_LETTER_SUFFIX, MESSAGES_SUFFIX, ".high", ".low")
+
 
 def delay_queue(queue: str) -> str:
     """Dramatiq's name for the delayed queue of `queue`."""
@@ -86,9 +94,59 @@ class Keys:
         """Hash of broker id -> worker description, written by live worker processes."""
         return f"{self.namespace}:workers"
 
+    # --- flow control (ours) ---
+    def paused(self) -> str:
+        """Hash of queue -> when it was paused (ms): a queue in here hands out no job."""
+        return f"{self.namespace}:paused"
+
+    def slots(self, job_name: str) -> str:
+        """Zset of the concurrency slots of a job type: redis id -> lease expiry (ms)."""
+        return f"{self.namespace}:slots:{job_name}"
+
+    def slot_waiting(self, queue: str, job_name: str) -> str:
+        """List of `<level>|<redis id>` of a queue's jobs of a type that wait for a free slot."""
+        return f"{self.namespace}:waiting:{queue}:{job_name}"
+
+    def rate_window(self, job_name: str, rate_key: str = "") -> str:
+        """Zset of a job type's recent starts (per rate key, if it has one): member -> time (ms)."""
+        base = f"{self.namespace}:rate:{job_name}"
+        return f"{base}:{rate_key}" if rate_key else base
+
+    def throttled(self, queue: str) -> str:
+        """Zset of `<level>|<redis id>` of a queue's jobs over their rate limit -> when due (ms)."""
+        return f"{self.namespace}:throttled:{queue}"
+
+    def fetch_turns(self, queue: str) -> str:
+        """Counter of jobs a queue has handed out (which priority level's turn it is)."""
+        return f"{self.namespace}:turns:{queue}"
+
+    def cancel_requests(self, broker_id: str) -> str:
+        """List of job ids whose cancel the worker process `broker_id` must decide."""
+        return f"{self.namespace}:cancels:{broker_id}"
+
+    def cancel_answer(self, job_id: str) -> str:
+        """List a worker pushes its answer to a cancel request on (the API waits on it)."""
+        return f"{self.namespace}:cancel-answer:{job_id}"
+
+    def schedule_run(self, schedule: str, run_at_ms: int) -> str:
+        """Taken (SET NX) by the one scheduler that runs `schedule` at `run_at_ms`."""
+        return f"{self.namespace}:schedule:{schedule}:{run_at_ms}"
+
+    def schedules(self) -> str:
+        """Hash of schedule name -> JSON of its last run (for GET /schedules)."""
+        return f"{self.namespace}:schedules"
+
     # --- Dramatiq's broker keys (shapes defined by dramatiq/brokers/redis/dispatch.lua) ---
     def queue(self, queue: str) -> str:
         return f"{self.broker_namespace}:{queue}"
+
+    def priority_queue(self, queue: str, level: str = DEFAULT_PRIORITY) -> str:
+        """The list of a queue's jobs of one priority level (`normal`: Dramatiq's list)."""
+        return self.queue(queue) + LEVEL_SUFFIXES[level]
+
+    def priority_queues(self, queue: str) -> list[str]:
+        """A queue's lists, highest priority first."""
+        return [self.priority_queue(queue, level) for level in PRIORITY_LEVELS]
 
     def queue_messages(self, queue: str) -> str:
         return self.queue(queue) + MESSAGES_SUFFIX
