@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     """The API for these settings; Redis connections open and close with the app's lifespan.
     `job_registry`: the declared job types (default: those of app/actors/)."""
     settings.require_api_key()
-    registry = load_job_types() if job_registry is None else job_registry
+    registry = load_job_types(settings.job_modules) if job_registry is None else job_registry
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)

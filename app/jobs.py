@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from app.errors import InvalidJobData, PermanentJobError, UnknownJob
+from app.errors import InvalidJobData, PermanentJobError, SettingsError, UnknownJob
 from app.keys import DEFAULT_PRIORITY, PRIORITY_LEVELS, RESERVED_QUEUE_SUFFIXES
 from app.settings import Settings
 
@@ -226,9 +226,15 @@ def job_type(
     return declare
 
 
-def load_job_types() -> JobRegistry:
-    """The registry, once every module of app/actors/ has declared its job types."""
+def load_job_types(modules: tuple[str, ...] = ()) -> JobRegistry:
+    """The registry, once every module of app/actors/ and each of `modules` (the JOB_MODULES
+    setting) has declared its job types."""
     package = importlib.import_module(JOB_TYPES_PACKAGE)
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{JOB_TYPES_PACKAGE}.{module.name}")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise SettingsError(f"JOB_MODULES names {name!r}, which cannot be imported: {error}") from None
     return registry

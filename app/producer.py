@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    registry = load_job_types()
+    try:
+        registry = load_job_types(settings.job_modules)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     client = make_client(settings)
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)

@@ -52,6 +52,8 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_dir: Path = Path("var/metrics")
     namespace: str = "taskqueue"
+    #: Modules besides app/actors/ that declare job types (imported by every process).
+    job_modules: tuple[str, ...] = ()
     log_level: str = "INFO"
 
     @classmethod
@@ -93,6 +95,7 @@ class Settings:
             "metrics_host": reader.ip("METRICS_HOST", cls.metrics_host),
             "metrics_dir": Path(env.get("METRICS_DIR", str(cls.metrics_dir))),
             "namespace": reader.word("TASKQUEUE_NAMESPACE", cls.namespace),
+            "job_modules": reader.modules("JOB_MODULES"),
             "log_level": reader.choice("LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         }
         if values["api_readonly_key"] and values["api_readonly_key"] == values["api_key"]:
@@ -231,6 +234,13 @@ class _Reader:
                     ipaddress.ip_network(item, strict=False)
                 except ValueError:
                     raise SettingsError(f"{name} entry {item!r} is not a valid CIDR range") from None
+        return items
+
+    def modules(self, name: str) -> tuple[str, ...]:
+        items = tuple(item.strip() for item in self.env.get(name, "").split(",") if item.strip())
+        for item in items:
+            if not all(part.isidentifier() for part in item.split(".")):
+                raise SettingsError(f"{name} entry {item!r} is not a module name (like myapp.jobs)")
         return items
 
     def ip(self, name: str, default: str) -> str:

@@ -34,4 +34,5 @@ if is_worker_command(sys.argv):
     from app.settings import Settings
     from app.worker import start
 
-    broker = start(Settings.from_env(), load_job_types())
+    _settings = Settings.from_env()
+    broker = start(_settings, load_job_types(_settings.job_modules))

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = make_client(settings)
     try:
-        report = run_with(settings, client, load_job_types())
+        report = run_with(settings, client, load_job_types(settings.job_modules))
     except redis.RedisError as error:
         print(f"cleanup: Redis is unavailable ({type(error).__name__}: {error}); nothing was removed", file=sys.stderr)
         return 1
