@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import redis
 
     from app.keys import Keys
+    from app.middleware.current_job import RunningJob
 
 DEFAULT_QUEUE = "default"
 #: The key, in a schema's validation context, of the settings it is validated under.
@@ -39,14 +40,27 @@ def context_settings(info: pydantic.ValidationInfo) -> Settings:
     return found if isinstance(found, Settings) else Settings()
 
 
+def _no_running_job() -> RunningJob:
+    raise RuntimeError("context.job needs the worker's CurrentJob middleware (app/middleware/current_job.py)")
+
+
 @dataclass(frozen=True)
 class JobContext:
-    """What a running job may use besides its data: the worker's settings and Redis."""
+    """What a running job may use besides its data: the worker's settings and Redis, and the
+    handle of the job itself (`job`)."""
 
     settings: Settings
     client: redis.Redis
     keys: Keys
     registry: JobRegistry
+    #: The handle of the job the calling thread runs (app/middleware/current_job.py).
+    current_job: Callable[[], RunningJob] = _no_running_job
+
+    @property
+    def job(self) -> RunningJob:
+        """The job this thread runs: `.id`, `.name`, `.attempt`, `.progress(value, message)`,
+        `.cancelled()`."""
+        return self.current_job()
 
 
 #: A job's function: `fn(job_id, data, context)`; what it returns (JSON, size-capped) is its result.

@@ -48,6 +48,8 @@ class Settings:
     idempotency_ttl_seconds: int = 86_400
     max_body_bytes: int = 1_048_576
     max_batch_jobs: int = 1_000
+    #: The largest result a job may return, in bytes of compact JSON (more fails the job).
+    result_max_bytes: int = 16_384
     metrics_port: int = 9191
     metrics_host: str = "127.0.0.1"
     metrics_dir: Path = Path("var/metrics")
@@ -91,6 +93,7 @@ class Settings:
             "idempotency_ttl_seconds": reader.integer("IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, low=1),
             "max_body_bytes": reader.integer("MAX_BODY_BYTES", cls.max_body_bytes, low=1_024),
             "max_batch_jobs": reader.integer("MAX_BATCH_JOBS", cls.max_batch_jobs, low=1, high=100_000),
+            "result_max_bytes": reader.integer("RESULT_MAX_BYTES", cls.result_max_bytes, low=16, high=1_048_576),
             "metrics_port": reader.integer("METRICS_PORT", cls.metrics_port, low=0, high=65_535),
             "metrics_host": reader.ip("METRICS_HOST", cls.metrics_host),
             "metrics_dir": Path(env.get("METRICS_DIR", str(cls.metrics_dir))),

@@ -4,10 +4,12 @@ types bound to it as Dramatiq actors. `dramatiq app.actors` gets here through ap
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import dramatiq
 import redis
+from dramatiq.logging import get_logger
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -26,6 +28,7 @@ from app.connection.worker_writes import WorkerWrites
 from app.jobs import JobContext, JobRegistry, JobType
 from app.keys import Keys
 from app.logs import configure_logging
+from app.middleware.current_job import CurrentJob, current_jobs
 from app.middleware.drain import Drain
 from app.middleware.liveness import Liveness
 from app.middleware.metrics import WorkerMetrics
@@ -33,6 +36,7 @@ from app.middleware.outcomes import OutcomeRecorder
 from app.middleware.process_group import OwnProcessGroup
 from app.middleware.retries import DurableRetries
 from app.outcomes.log import OutcomeLog
+from app.outcomes.result import encode_result
 from app.settings import Settings
 
 #: periodiq skips a periodic message handled later than this after its tick. A cleanup that
@@ -54,6 +58,8 @@ def build_middleware(
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
+        # Early: its handle is there for the others' hooks, and its after-hooks run last.
+        CurrentJob(log=log, writes=writes, on_write_error=metrics.count_log_error),
         metrics,
         PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_DELAY_S),
         OutcomeRecorder(
@@ -91,16 +97,28 @@ def create_broker(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
 
 def bind(registry: JobRegistry, broker: TaskQueueBroker) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Each declared job type as an actor of `broker`, its function given the broker's context."""
-    context = JobContext(settings=broker.settings, client=broker.client, keys=broker.keys, registry=registry)
+    jobs = current_jobs(broker)
+    context = JobContext(
+        settings=broker.settings,
+        client=broker.client,
+        keys=broker.keys,
+        registry=registry,
+        **({"current_job": jobs.current} if jobs is not None else {}),
+    )
+    keep_results_quietly()
     return {job_type.name: _actor(job_type, broker, context) for job_type in registry}
 
 
 def _actor(job_type: JobType, broker: TaskQueueBroker, context: JobContext) -> dramatiq.Actor[Any, Any]:
     @functools.wraps(job_type.fn)
-    def run(job_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+    def run(job_id: str | None = None, data: dict[str, Any] | None = None) -> Any:
         # periodiq sends a periodic job's message with no arguments; the API and the producer
         # with (job_id, data).
-        job_type.fn(job_id or "", data or {}, context)
+        result = job_type.fn(job_id or "", data or {}, context)
+        # A result that cannot be kept fails the job here, at once (InvalidResult is a
+        # PermanentJobError); the outcome recorder writes the rest with `succeeded`.
+        encode_result(result, max_bytes=context.settings.result_max_bytes)
+        return result
 
     actor: dramatiq.Actor[Any, Any] = dramatiq.actor(  # type: ignore[call-overload]
         run,
@@ -111,6 +129,22 @@ def _actor(job_type: JobType, broker: TaskQueueBroker, context: JobContext) -> d
         **job_type.options,
     )
     return actor
+
+
+class _ResultsAreKept(logging.Filter):
+    """Drops Dramatiq's warning that an actor's return value is discarded for want of its Results
+    middleware: ours are kept, in the job's record (app/middleware/outcomes.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "haven't added the Results middleware" not in record.getMessage()
+
+
+_RESULTS_ARE_KEPT = _ResultsAreKept()
+
+
+def keep_results_quietly() -> None:
+    """Silence Dramatiq's warning, for every job that returns a value, that the value is discarded."""
+    get_logger(dramatiq.worker.__name__, dramatiq.worker.WorkerThread).addFilter(_RESULTS_ARE_KEPT)
 
 
 def start(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:

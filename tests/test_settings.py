@@ -185,3 +185,10 @@ def test_a_secret_in_an_invalid_url_is_not_repeated_in_the_error() -> None:
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_result_max_bytes_caps_a_jobs_result() -> None:
+    assert Settings.from_env({}).result_max_bytes == 16_384
+    assert Settings.from_env({"RESULT_MAX_BYTES": "1024"}).result_max_bytes == 1024
+    with pytest.raises(SettingsError, match="RESULT_MAX_BYTES=0 is out of range"):
+        Settings.from_env({"RESULT_MAX_BYTES": "0"})

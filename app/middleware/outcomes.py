@@ -28,6 +28,7 @@ from app.errors import BrokerUnavailable
 from app.middleware.retries import NEXT_RETRY_AT, RETRY_LOST
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import FAILED, RETRYING, SKIPPED, SUCCEEDED, now_ms
+from app.outcomes.result import InvalidResult, encode_result
 
 MAX_TRACEBACK_LINES = 12
 
@@ -44,6 +45,8 @@ class _Verdict:
     error: str = ""
     traceback: str = ""
     next_retry_at_ms: int = 0
+    #: What a successful attempt returned, as JSON ('' for none).
+    result_json: str = ""
     # When the attempt ended: the ack (and so the write) can come much later if Redis is down.
     finished_at_ms: int = field(default_factory=now_ms)
 
@@ -119,7 +122,7 @@ class OutcomeRecorder(Middleware):
         started, attempt = self._started.pop(key, (now_ms(), 1))
         duration = now_ms() - started
         if exception is None:
-            self._verdicts[key] = _Verdict(SUCCEEDED, attempt, duration)
+            self._verdicts[key] = _Verdict(SUCCEEDED, attempt, duration, result_json=self._result_json(result))
             return
         error = f"{type(exception).__name__}: {exception}"
         trace = "".join(tb.format_exception(exception, limit=MAX_TRACEBACK_LINES))
@@ -153,6 +156,7 @@ class OutcomeRecorder(Middleware):
                     duration_ms=verdict.duration_ms or 0,
                     attempt=verdict.attempt,
                     started=delivery_key(message) not in self._uncounted,
+                    result_json=verdict.result_json,
                     **ids,
                 )
             ]
@@ -192,6 +196,16 @@ class OutcomeRecorder(Middleware):
             at_ms=verdict.finished_at_ms,
         )
         self._write_final(message, failed)
+
+    def _result_json(self, result: Any) -> str:
+        """A result as its record keeps it. The worker's actors have checked it (app/worker.py
+        fails a job whose result is not JSON or past RESULT_MAX_BYTES); another actor's that is
+        not JSON is left out."""
+        try:
+            return encode_result(result, max_bytes=None)
+        except InvalidResult as error:
+            self.logger.warning("A job's result is not kept: %s", error)
+            return ""
 
     def _start_lost(self, key: str, error: BaseException) -> None:
         """A start that Redis refused for good: its final write counts the execution."""

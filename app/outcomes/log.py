@@ -34,6 +34,7 @@ _STATE_NAMES = {"RUNNING": RUNNING, "SUCCEEDED": SUCCEEDED, "FAILED": FAILED, "S
 RUNNING_SCRIPT = lua("running", **_STATE_NAMES)
 SUCCEEDED_SCRIPT = lua("succeeded", **_STATE_NAMES)
 DELIVERIES_SCRIPT = lua("deliveries")
+PROGRESS_SCRIPT = lua("progress", **_STATE_NAMES)
 UNLESS_SUPERSEDED = lua("run_commands", "unless_superseded", **_STATE_NAMES)
 
 #: Values before the record's fields in a block of the enqueue script (see enqueue_jobs.lua).
@@ -151,16 +152,25 @@ class OutcomeLog:
         at_ms: int,
         attempt: int | None = None,
         started: bool = False,
+        result_json: str = "",
     ) -> Command:
         """The attempt succeeded. `attempt` is written too: its `running` may not have been (Redis
         blinked). `started`: its `running` is known to have been written, so only the running
         index holds it (nothing else puts a running job in another index: a requeue takes
-        finished jobs only)."""
+        finished jobs only). `result_json`: what the job returned ('' for none), in the same write."""
         left = (RUNNING,) if started else (RUNNING, QUEUED, RETRYING)
         indexes = self._indexes(job_name, (SUCCEEDED, *left))
         args = (job_id, duration_ms, at_ms, index_score(at_ms), self.retention_seconds)
-        counted = () if attempt is None else (attempt,)
-        return ("EVAL", SUCCEEDED_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args, *counted)
+        optional: tuple[Any, ...] = () if attempt is None else (attempt,)
+        if result_json:
+            optional = ("" if attempt is None else attempt, result_json)
+        return ("EVAL", SUCCEEDED_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args, *optional)
+
+    def progress(self, *, job_id: str, attempt: int, value: float, message: str, at_ms: int) -> Command:
+        """A running attempt's progress (a percentage, and a message: '' for none). Written only
+        while the record is running this attempt: a late write, landing after the attempt
+        finished or a later one started, changes nothing."""
+        return ("EVAL", PROGRESS_SCRIPT, 1, self.keys.job(job_id), attempt, repr(float(value)), message, at_ms)
 
     def skipped(self, *, job_id: str, job_name: str, reason: str, at_ms: int) -> list[Command]:
         record = self.keys.job(job_id)

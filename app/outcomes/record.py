@@ -48,6 +48,10 @@ FIELDS: dict[str, str] = {
     "updatedAt": "integer",
     "deadLetterId": "string",
     "data": "any",
+    "progress": "number",
+    "progressMessage": "string",
+    "progressAt": "integer",
+    "result": "any",
 }
 #: Counts that read as 0 when the record has never had them.
 ZERO_WHEN_ABSENT = ("attempts", "executions", "redeliveries")
@@ -61,13 +65,17 @@ QUEUED_FIELDS = (
 #: A new job also starts its count of executions.
 NEW_JOB_FIELDS = (*QUEUED_FIELDS, "executions")
 
+#: What a running attempt's `progress()` writes (a start clears them: they are the attempt's).
+PROGRESS_FIELDS = ("progress", "progressMessage", "progressAt")
+
 #: What the job lists show of a record (and a requeue answers).
 PUBLIC_FIELDS = (
     "jobId", "jobName", "queue", "state", "attempts", "maxRetries", "enqueuedAt", "startedAt", "finishedAt",
     "durationMs", "error", "nextRetryAt", "runAt", "executions", "redeliveries", "requeues",
 )  # fmt: skip
-#: What `GET /jobs/{id}` shows: also the last error's traceback (cut when written, MAX_TRACEBACK_CHARS).
-DETAIL_FIELDS = (*PUBLIC_FIELDS, "traceback")
+#: What `GET /jobs/{id}` shows: also the last error's traceback (cut when written, MAX_TRACEBACK_CHARS),
+#: the running attempt's last reported progress (a percentage) and the job's result.
+DETAIL_FIELDS = (*PUBLIC_FIELDS, "traceback", *PROGRESS_FIELDS, "result")
 #: And with `?include=data`: the job's data, which can be large.
 DETAIL_WITH_DATA_FIELDS = (*DETAIL_FIELDS, "data")
 
@@ -94,6 +102,8 @@ def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
         value = record.get(name)
         if kind == "integer":
             out[name] = int(value) if value not in (None, "") else (0 if name in ZERO_WHEN_ABSENT else None)
+        elif kind == "number":
+            out[name] = float(value) if value not in (None, "") else None
         elif kind == "any":
             out[name] = _json(value)
         else:

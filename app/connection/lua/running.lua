@@ -14,7 +14,8 @@ if (state == '$SUCCEEDED' or state == '$FAILED' or state == '$SKIPPED') and atte
 end
 redis.call('HSET', record, 'jobId', id, 'jobName', ARGV[2], 'queue', ARGV[3], 'state', '$RUNNING',
   'attempts', ARGV[4], 'startedAt', at, 'updatedAt', at)
-redis.call('HDEL', record, 'nextRetryAt', 'runAt')
+-- Progress and a result belong to an attempt (a retry's, a requeued job's start afresh).
+redis.call('HDEL', record, 'nextRetryAt', 'runAt', 'progress', 'progressMessage', 'progressAt', 'result')
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZADD', KEYS[2], ARGV[6], id)
 redis.call('ZADD', KEYS[3], ARGV[6], id)

@@ -1,16 +1,23 @@
 -- An attempt succeeded. KEYS: the record, then the global and per-job-type index of: succeeded,
 -- then of each state left (running, and unless it is known to have started: queued, retrying).
--- ARGV: job id, duration (ms), at (ms), index score, retention (s), and the attempt if known.
+-- ARGV: job id, duration (ms), at (ms), index score, retention (s), then optionally the attempt
+-- ('' if unknown) and the job's result as JSON.
 local record, id, at = KEYS[1], ARGV[1], ARGV[3]
 local fields = {'state', '$SUCCEEDED', 'durationMs', ARGV[2], 'finishedAt', at, 'updatedAt', at, 'deliveries', 0}
-if ARGV[6] then
+if ARGV[6] and ARGV[6] ~= '' then
   fields[#fields + 1] = 'attempts'
   fields[#fields + 1] = ARGV[6]
 end
-redis.call('HSET', record, unpack(fields))
+if ARGV[7] then
+  fields[#fields + 1] = 'result'
+  fields[#fields + 1] = ARGV[7]
+end
 -- More than 5 keys: the queued and retrying indexes too, so not known to have started (a start
--- clears nextRetryAt).
-if #KEYS > 5 then redis.call('HDEL', record, 'nextRetryAt') end
+-- clears nextRetryAt, and an earlier attempt's progress and result).
+if #KEYS > 5 then
+  redis.call('HDEL', record, 'nextRetryAt', 'progress', 'progressMessage', 'progressAt', 'result')
+end
+redis.call('HSET', record, unpack(fields))
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('ZADD', KEYS[3], ARGV[4], id)
