@@ -64,6 +64,11 @@ class PermanentJobError(TaskQueueError):
     """Raised by a job when trying again cannot help; the job fails at once without retries."""
 
 
+class JobCanceled(TaskQueueError):
+    """Raised in a running job whose cancel was forced (or by a job that sees `context.job.cancelled()`
+    and stops): the job ends as canceled, without retries."""
+
+
 class JobNotFound(TaskQueueError):
     """No record of that job (never existed, deleted, or past the retention)."""
 

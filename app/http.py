@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from app.api import enqueue, jobs, system
+from app.api import cancel, enqueue, jobs, queues, schedules, system
 from app.api.context import Api
 from app.api.errors import ERROR_HANDLERS, REDIS_DEADLINE_S, error_body
 from app.api.http_metrics import HttpMetrics, HttpMetricsMiddleware
@@ -35,6 +35,7 @@ from app.keys import Keys
 from app.logs import configure_logging
 from app.outcomes.log import OutcomeLog
 from app.outcomes.store import JobStore
+from app.schedules import load_schedules
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ ROUTES = [
     Route("/jobs/{job_id}", jobs.get_job, methods=["GET"]),
     Route("/jobs/{job_id}", jobs.delete_job, methods=["DELETE"]),
     Route("/jobs/{job_id}/retry", jobs.retry_job, methods=["POST"]),
+    Route("/jobs/{job_id}/cancel", cancel.cancel_job, methods=["POST"]),
+    Route("/queues", queues.list_queues, methods=["GET"]),
+    Route("/queues/{name}", queues.get_queue, methods=["GET"]),
+    Route("/queues/{name}/pause", queues.pause_queue, methods=["POST"]),
+    Route("/queues/{name}/resume", queues.resume_queue, methods=["POST"]),
+    Route("/schedules", schedules.list_schedules, methods=["GET"]),
     Route("/healthz", system.healthz, methods=["GET"]),
     Route("/readyz", system.readyz, methods=["GET"]),
     Route("/metrics", system.metrics, methods=["GET"]),
@@ -60,6 +67,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     `job_registry`: the declared job types (default: those of app/actors/)."""
     settings.require_api_key()
     registry = load_job_types(settings.job_modules) if job_registry is None else job_registry
+    loaded_schedules = load_schedules(settings, registry)
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)
@@ -72,6 +80,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
             keys=keys,
             jobs=[(t.name, t.queue) for t in registry],
             heartbeat_timeout_ms=settings.heartbeat_timeout_ms,
+            limited=[(t.name, t.queue) for t in registry.limited()],
         )
     )
     api = Api(
@@ -85,6 +94,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
         metrics_registry=metrics_registry,
         http_metrics=HttpMetrics(metrics_registry),
         openapi=document(ROUTES, OPERATIONS, registry, max_batch_jobs=settings.max_batch_jobs),
+        schedules=loaded_schedules,
     )
 
     @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from app.errors import InvalidJobData, PermanentJobError, SettingsError, UnknownJob
+from app.errors import InvalidJobData, JobCanceled, PermanentJobError, SettingsError, UnknownJob
 from app.keys import DEFAULT_PRIORITY, PRIORITY_LEVELS, RESERVED_QUEUE_SUFFIXES
 from app.settings import Settings
 
@@ -144,7 +144,8 @@ class JobType:
 
     @property
     def throws(self) -> tuple[type[BaseException], ...]:
-        return (PermanentJobError, *self.permanent_errors)
+        # A canceled job is not retried either (the outcome recorder records it as canceled).
+        return (PermanentJobError, JobCanceled, *self.permanent_errors)
 
 
 class JobRegistry:

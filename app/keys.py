@@ -24,6 +24,8 @@ DEFAULT_PRIORITY = "normal"
 LEVEL_SUFFIXES = {"high": ".high", "normal": "", "low": ".low"}
 #: What a declared queue's name may not end with (the keys beside it would collide).
 RESERVED_QUEUE_SUFFIXES = (DELAY_SUFFIX, DEAD_LETTER_SUFFIX, MESSAGES_SUFFIX, ".high", ".low")
+#: What Lua scripts that put a job back at its level get for `$HIGH` and `$LOW` (priority_list.lua).
+LEVEL_PLACEHOLDERS = {"HIGH": LEVEL_SUFFIXES["high"], "LOW": LEVEL_SUFFIXES["low"]}
 
 
 def delay_queue(queue: str) -> str:

@@ -19,7 +19,7 @@ from typing import IO, Any, TextIO
 
 import redis
 
-from app.broker.enqueue import JOB_REQUEST_FIELDS, Enqueuer, check_delay
+from app.broker.enqueue import JOB_REQUEST_FIELDS, Enqueuer
 from app.connection.atomic import Started, start_atomically
 from app.connection.clients import make_client
 from app.connection.commands import Command, coalesce
@@ -86,8 +86,7 @@ class Producer:
             unknown = set(item) - set(JOB_REQUEST_FIELDS)
             if unknown:
                 raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
-            delay = check_delay(item.get("delayMs"))
-            message, _ = self.enqueuer.message(item["jobName"], item.get("data", {}), delay_ms=delay)
+            message, delay = self.enqueuer.from_request({"data": {}, **item})
         except (ValueError, UnknownJob, InvalidJobData) as error:
             self.summary.invalid.append((number, str(error)))
             self.err.write(f"line {number}: skipped: {error}\n")

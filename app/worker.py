@@ -35,12 +35,16 @@ from app.middleware.metrics import WorkerMetrics
 from app.middleware.outcomes import OutcomeRecorder
 from app.middleware.process_group import OwnProcessGroup
 from app.middleware.retries import DurableRetries
+from app.middleware.start_gate import StartGate
 from app.outcomes.log import OutcomeLog
 from app.outcomes.result import encode_result
+from app.scheduler import bind_schedules
+from app.schedules import load_schedules
 from app.settings import Settings
 
-#: periodiq skips a periodic message handled later than this after its tick. A cleanup that
-#: waited behind a backlog or a worker outage must still run, so allow most of a day.
+#: periodiq skips a message of a job type declared `periodic=` handled later than this after its
+#: tick: one that waited behind a backlog or a worker outage must still run, so allow most of a
+#: day. (The schedules of SCHEDULES_FILE enqueue ordinary jobs, which periodiq never skips.)
 PERIODIC_SKIP_DELAY_S = 23 * 3600
 
 
@@ -50,6 +54,7 @@ def build_middleware(
     """The stack, in order. After-hooks run in reverse, so our recorders sit *before* the
     retries middleware: they run after it and see its verdict (retry scheduled or dead)."""
     metrics = WorkerMetrics(settings=settings)
+    current_job = CurrentJob(log=log, writes=writes, on_write_error=metrics.count_log_error)
     return [
         OwnProcessGroup(),
         AgeLimit(),
@@ -58,8 +63,10 @@ def build_middleware(
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
+        # Before anything records a start: a paused or canceled job goes no further.
+        StartGate(keys=keys, client=client, current_job=current_job),
         # Early: its handle is there for the others' hooks, and its after-hooks run last.
-        CurrentJob(log=log, writes=writes, on_write_error=metrics.count_log_error),
+        current_job,
         metrics,
         PeriodiqMiddleware(skip_delay=PERIODIC_SKIP_DELAY_S),
         OutcomeRecorder(
@@ -148,9 +155,13 @@ def keep_results_quietly() -> None:
 
 
 def start(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
-    """The worker process's one broker, set as Dramatiq's, with every job type bound to it."""
+    """The worker process's one broker, set as Dramatiq's, with every job type bound to it, and
+    every schedule of SCHEDULES_FILE, checked, as a periodic actor (periodiq's; workers get no
+    message for those)."""
     configure_logging(settings)
+    schedules = load_schedules(settings, registry)
     broker = create_broker(settings, registry)
     dramatiq.set_broker(broker)
     bind(registry, broker)
+    bind_schedules(schedules, broker)
     return broker

@@ -11,7 +11,7 @@ from app.api.auth import authorize
 from app.api.body import json_body
 from app.api.context import Api, api_of
 from app.api.errors import ApiError, deadline
-from app.broker.enqueue import JOB_REQUEST_FIELDS, check_delay
+from app.broker.enqueue import JOB_REQUEST_FIELDS
 from app.errors import InvalidJobData, UnknownJob, shown
 from app.outcomes.record import now_ms
 
@@ -48,12 +48,7 @@ def _job_request(api: Api, item: Any) -> tuple[Any, int | None]:
         raise ApiError(
             400, f"unknown field(s) {shown(', '.join(sorted(unknown)))}: allowed are {', '.join(JOB_REQUEST_FIELDS)}"
         )
-    try:
-        delay = check_delay(item.get("delayMs"))
-    except ValueError as error:
-        raise InvalidJobData(str(item["jobName"]), {"delayMs": str(error)}) from None
-    message, _ = api.enqueuer.message(item["jobName"], item["data"], delay_ms=delay)
-    return message, delay
+    return api.enqueuer.from_request(item)
 
 
 async def enqueue(request: Request) -> Response:

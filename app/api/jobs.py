@@ -23,7 +23,7 @@ BULK_MAX = 10_000
 _job_id = re.compile(JOB_ID_PATTERN)
 
 
-def _path_job_id(request: Request) -> str:
+def path_job_id(request: Request) -> str:
     job_id = request.path_params["job_id"]
     if not _job_id.match(job_id):
         raise JobNotFound(job_id)
@@ -36,7 +36,7 @@ async def get_job(request: Request) -> Response:
     if include not in (None, "data"):
         raise ApiError(400, "include takes one value, data (the job's data): leave it out otherwise")
     fields = DETAIL_WITH_DATA_FIELDS if include else DETAIL_FIELDS
-    job_id = _path_job_id(request)
+    job_id = path_job_id(request)
     record = await long_poll.read_record(request, job_id, lambda: api_of(request).store.get(job_id, fields))
     return JSONResponse(public(record, fields))
 
@@ -74,7 +74,7 @@ async def list_jobs(request: Request) -> Response:
 async def retry_job(request: Request) -> Response:
     authorize(request, write=True)
     async with deadline():
-        record = await api_of(request).store.requeue(_path_job_id(request))
+        record = await api_of(request).store.requeue(path_job_id(request))
 
     return JSONResponse(public(record), status_code=202)
 
@@ -96,7 +96,7 @@ async def retry_jobs(request: Request) -> Response:
 async def delete_job(request: Request) -> Response:
     authorize(request, write=True)
     async with deadline():
-        await api_of(request).store.delete(_path_job_id(request))
+        await api_of(request).store.delete(path_job_id(request))
     return Response(status_code=204)
 
 

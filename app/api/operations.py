@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from app.api import enqueue, jobs, long_poll, system
+from app.api import cancel, enqueue, jobs, long_poll, queues, schedules, system
 from app.api.openapi import (
     IDEMPOTENCY_KEY,
     INCLUDE,
     JOB_ID,
     MAX_PAGE,
+    QUEUE_NAME,
     Answer,
     Operation,
     job_links,
@@ -28,6 +29,7 @@ _INVALID_DATA = (
     "not a whole number of ms from 0 to 7 days; details.fields names each field"
 )
 _NO_SUCH_JOB = refused("No such job (never enqueued, deleted, or older than the retention)")
+_NO_SUCH_QUEUE = refused("No job type is declared on this queue: the message lists the declared queues")
 
 #: What /openapi.json says of each route, by endpoint (app/api/openapi.py builds the document from these).
 OPERATIONS: dict[Callable[..., Any], Operation] = {
@@ -153,6 +155,64 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
             409: refused("The job is not failed, or changed meanwhile"),
             422: refused("The job's data no longer passes its type's schema; details.fields names each field"),
         },
+    ),
+    cancel.cancel_job: Operation(
+        "cancelJob",
+        "Cancel a job: one not started never runs; a running one is asked to stop",
+        access="write",
+        parameters=(
+            JOB_ID,
+            query(
+                "force",
+                {"type": "string", "enum": ["true", "false"]},
+                "true: a running job is interrupted (as a time limit interrupts it) and ends canceled",
+            ),
+        ),
+        answers={
+            200: Answer("Canceled: it will not run (state canceled)", ref("JobRecord")),
+            202: Answer(
+                "The job is running: its cancel is requested (and with force, it is interrupted); or the worker "
+                "that fetched it did not confirm in time",
+                ref("JobRecord"),
+            ),
+            400: refused("force is neither true nor false"),
+            404: _NO_SUCH_JOB,
+            409: refused("The job has already finished (succeeded, failed, skipped or canceled)"),
+        },
+    ),
+    queues.list_queues: Operation(
+        "listQueues",
+        "Every declared queue: its jobs by state, its oldest ready job's age, whether it is paused",
+        access="read",
+        answers={200: Answer("The declared queues, by name", ref("QueueList"))},
+    ),
+    queues.get_queue: Operation(
+        "getQueue",
+        "One queue: its jobs by state, its oldest ready job's age, whether it is paused",
+        access="read",
+        parameters=(QUEUE_NAME,),
+        answers={200: Answer("The queue", ref("Queue")), 404: _NO_SUCH_QUEUE},
+    ),
+    queues.pause_queue: Operation(
+        "pauseQueue",
+        "Pause a queue: workers hand out none of its jobs until it is resumed (jobs running go on; enqueues are "
+        "still accepted). Pausing a paused queue keeps the time of its first pause",
+        access="write",
+        parameters=(QUEUE_NAME,),
+        answers={200: Answer("The queue, paused", ref("Queue")), 404: _NO_SUCH_QUEUE},
+    ),
+    queues.resume_queue: Operation(
+        "resumeQueue",
+        "Resume a queue: idle workers take its jobs at once. Resuming a queue that is not paused changes nothing",
+        access="write",
+        parameters=(QUEUE_NAME,),
+        answers={200: Answer("The queue, not paused", ref("Queue")), 404: _NO_SUCH_QUEUE},
+    ),
+    schedules.list_schedules: Operation(
+        "listSchedules",
+        "Every schedule of SCHEDULES_FILE: its cron, time zone and job, its next run, and its last run",
+        access="read",
+        answers={200: Answer("The schedules, in the file's order", schedules.SCHEDULE_LIST_SCHEMA)},
     ),
     system.healthz: Operation("healthz", "The process is up", {200: Answer("Up", status_body("ok"))}),
     system.readyz: Operation(

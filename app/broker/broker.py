@@ -23,11 +23,12 @@ from dramatiq.middleware import Middleware
 
 from app.broker.consumer import InFlight, WakeableConsumer
 from app.broker.enqueue import Enqueuer
+from app.broker.slots import SlotHolds
 from app.connection.clients import execute
 from app.connection.commands import Command
 from app.connection.scripts import lua
 from app.connection.worker_writes import WorkerWrites
-from app.keys import Keys, delay_queue, is_delay_queue
+from app.keys import LEVEL_PLACEHOLDERS, Keys, delay_queue, is_delay_queue
 from app.outcomes.record import now_ms
 from app.settings import Settings
 
@@ -36,8 +37,8 @@ ACK_SCRIPT = lua("ack")
 #: Dramatiq's nack (a dead letter), as one call. KEYS: ack set, queue messages, dead letters and
 #: their messages; ARGV: redis id, now (ms).
 NACK_SCRIPT = lua("nack")
-GIVE_BACK_SCRIPT = lua("wake_up", "give_back")
-RECLAIM_STRANDED_SCRIPT = lua("wake_up", "reclaim_stranded")
+GIVE_BACK_SCRIPT = lua("wake_up", "priority_list", "give_back", **LEVEL_PLACEHOLDERS)
+RECLAIM_STRANDED_SCRIPT = lua("wake_up", "priority_list", "reclaim_stranded", **LEVEL_PLACEHOLDERS)
 
 
 class TaskQueueBroker(RedisBroker):
@@ -65,6 +66,8 @@ class TaskQueueBroker(RedisBroker):
         #: Acks and outcome records of all threads, coalesced into few round trips.
         self.writes = writes
         self.in_flight = InFlight()
+        #: The concurrency slots this process holds.
+        self.slots = SlotHolds(keys)
         self.draining = threading.Event()
         self.give_back = client.register_script(GIVE_BACK_SCRIPT)
         self.reclaim_stranded = client.register_script(RECLAIM_STRANDED_SCRIPT)
@@ -90,31 +93,36 @@ class TaskQueueBroker(RedisBroker):
         redis_id = message.options.get("redis_message_id")
         moved_from = delay_queue(message.queue_name)
         if delay is None and redis_id is not None and self.in_flight.holds(moved_from, redis_id):
-            return self._enqueue(message, delay, [self.ack_command(moved_from, redis_id)])
+            return self._enqueue(message, delay, self.ack_command(moved_from, redis_id))
         return self._enqueue(message, delay, [])
 
     def enqueue_retry(self, message: dramatiq.Message[Any], *, delay: int) -> dramatiq.Message[Any]:
         """Schedule the retry of a fetched message and ack that delivery, in one transaction: a
         worker killed right after cannot leave the failed delivery behind for the dead-worker
         sweep to run again beside its retry."""
-        return self._enqueue(
-            message, delay, [self.ack_command(message.queue_name, message.options["redis_message_id"])]
-        )
+        return self._enqueue(message, delay, self.ack_command(message.queue_name, message.options["redis_message_id"]))
 
-    def ack_command(self, queue_name: str, redis_id: str) -> Command:
-        """The ack of one delivery of this process, as one call."""
-        return (
+    def ack_command(self, queue_name: str, redis_id: str) -> list[Command]:
+        """The ack of one delivery of this process, with the concurrency slot it held."""
+        ack: Command = (
             "EVAL", ACK_SCRIPT, 2, self.keys.acks(self.broker_id, queue_name), self.keys.queue_messages(queue_name),
             redis_id,
         )  # fmt: skip
+        return self._with_slot(ack, queue_name, redis_id)
 
-    def nack_command(self, queue_name: str, redis_id: str) -> Command:
-        """The nack of one delivery of this process (its message becomes a dead letter), as one call."""
+    def nack_command(self, queue_name: str, redis_id: str) -> list[Command]:
+        """The nack of one delivery of this process (its message becomes a dead letter), with the
+        concurrency slot it held."""
         keys = self.keys
-        return (
+        nack: Command = (
             "EVAL", NACK_SCRIPT, 4, keys.acks(self.broker_id, queue_name), keys.queue_messages(queue_name),
             keys.dead_letters(queue_name), keys.dead_letter_messages(queue_name), redis_id, now_ms(),
         )  # fmt: skip
+        return self._with_slot(nack, queue_name, redis_id)
+
+    def _with_slot(self, command: Command, queue_name: str, redis_id: str) -> list[Command]:
+        release = self.slots.release_command(queue_name, redis_id)
+        return [command] if release is None else [command, release]
 
     def _enqueue(
         self, message: dramatiq.Message[Any], delay: int | None, along: list[Command]

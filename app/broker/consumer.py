@@ -21,14 +21,14 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
-import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.errors import ConnectionClosed, DecodeError
 
 from app.broker.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
-from app.broker.messages import FetchedMessage
-from app.connection.clients import REDIS_DOWN_ERRORS
+from app.broker.fetch import DelayedFetcher, Fetcher
+from app.broker.messages import PAUSED, FetchedMessage
+from app.connection.clients import REDIS_DOWN_ERRORS, execute
 from app.keys import is_delay_queue
 from app.outcomes.record import now_ms
 
@@ -112,6 +112,22 @@ class WakeableConsumer(_RedisConsumer):
         # a round trip). A small one, as Dramatiq does, whenever there is room.
         self.refill_at = prefetch // 2 if prefetch >= REFILL_IN_HALVES_FROM else prefetch - 1
         self.reclaimed = False
+        self.limited = {job_type.name for job_type in broker.enqueuer.registry.limited()}
+        self.fetcher: Fetcher | None = None
+        self.delayed_fetcher: DelayedFetcher | None = None
+        if is_delay_queue(queue_name):
+            self.delayed_fetcher = DelayedFetcher(
+                client=broker.client, keys=broker.keys, queue=queue_name, broker_id=broker.broker_id
+            )
+        else:
+            self.fetcher = Fetcher(
+                client=broker.client,
+                keys=broker.keys,
+                registry=broker.enqueuer.registry,
+                queue=queue_name,
+                broker_id=broker.broker_id,
+                lease_ms=broker.settings.heartbeat_timeout_ms,
+            )
         if is_delay_queue(queue_name):
             # Dramatiq builds a new consumer after dropping (on a connection error) or giving
             # back (on other errors) everything its delay-queue thread held: none is in flight.
@@ -141,9 +157,7 @@ class WakeableConsumer(_RedisConsumer):
                     heapq.heappush(self.etas, int(fetched.options["eta"]))
                 return fetched
             if self.outstanding_message_count <= self.refill_at:
-                self.message_cache = self._decoded(
-                    self.broker.do_fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
-                )
+                self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
                 if self.message_cache:
                     return self.__next__()
             self._wait()
@@ -151,29 +165,31 @@ class WakeableConsumer(_RedisConsumer):
         except REDIS_DOWN_ERRORS as error:
             raise ConnectionClosed(error) from None
 
-    def _decoded(self, fetched: list[bytes | None]) -> list[FetchedMessage | bytes | None]:
-        """Fetched bodies as messages, each with its job's prior deliveries (one round trip for
-        all). A body that does not decode stays as it is, to fail when handed out, as in Dramatiq."""
-        decoded: list[FetchedMessage | bytes | None] = []
-        for data in fetched:
-            try:
-                decoded.append(None if data is None else FetchedMessage(dramatiq.Message.decode(data), None))
-            except DecodeError:
-                decoded.append(data)
-        messages = [entry for entry in decoded if isinstance(entry, FetchedMessage)]
-        if not messages or is_delay_queue(self.queue_name):
-            return decoded  # delayed messages are only moved to their queue, never run from here
-        try:
-            # On this consumer's own connection: the worker threads' writes go on meanwhile.
-            deliveries = self.broker.enqueuer.log.deliveries([m.message_id for m in messages])
-            counts = self.broker.client.execute_command(*deliveries)
-        except (*REDIS_DOWN_ERRORS, redis.RedisError) as error:
-            # Each start then waits for its own count, as it would with any other broker.
-            self.logger.warning("Could not read prior deliveries (%s).", error)
-            return decoded
-        for message, count in zip(messages, counts, strict=True):
-            message.prior_deliveries = int(count)
+    def _fetch(self, count: int) -> list[FetchedMessage | bytes | None]:
+        """Fetched bodies as messages, each with its job's prior deliveries (read by the fetch
+        itself). A body that does not decode stays as it is, to fail when handed out, as in
+        Dramatiq; a body gone (acked by a worker declared dead) is None."""
+        if self.delayed_fetcher is not None:
+            # Delayed messages are only moved to their queue when due, never run from here.
+            return [self._decode(body, None) for body in self.delayed_fetcher.fetch(count)]
+        assert self.fetcher is not None
+        fetched = self.fetcher.fetch(count)
+        if fetched.next_due_ms:
+            heapq.heappush(self.etas, fetched.next_due_ms)  # wake when a throttled job is due
+        decoded = [self._decode(body, deliveries) for body, deliveries in fetched.jobs]
+        for entry in decoded:
+            if isinstance(entry, FetchedMessage) and entry.actor_name in self.limited:
+                self.broker.slots.take(entry.options["redis_message_id"], entry.actor_name)
         return decoded
+
+    @staticmethod
+    def _decode(body: bytes | None, deliveries: int | None) -> FetchedMessage | bytes | None:
+        if body is None:
+            return None
+        try:
+            return FetchedMessage(dramatiq.Message.decode(body), deliveries)
+        except DecodeError:
+            return body
 
     def ack(self, message: MessageProxy) -> None:
         # Not a round trip of its own: it goes with the next write of any thread of this process
@@ -181,6 +197,9 @@ class WakeableConsumer(_RedisConsumer):
         # Dramatiq's ack, the body is dropped even if a sweep took the message back meanwhile
         # (this worker was thought dead): the job is done, and must not run a second time.
         # Heartbeats are stamped by the liveness thread, not by acks.
+        if isinstance(message, FetchedMessage) and message.unstarted == PAUSED:
+            self.requeue([message])  # its queue was paused after the fetch: back, unstarted
+            return
         self._defer(message, self.broker.ack_command)
 
     def nack(self, message: MessageProxy) -> None:
@@ -188,6 +207,9 @@ class WakeableConsumer(_RedisConsumer):
         # goes out with it: a worker killed in between cannot leave a dead letter whose record
         # still says running. Killed before the nack reached Redis, the message is still in this
         # worker's ack set, and the sweep gives it back.
+        if isinstance(message, FetchedMessage) and message.settle_as_ack:
+            self._defer(message, self.broker.ack_command)  # stopped on its cancel: not a dead letter
+            return
         self._defer(message, self.broker.nack_command)
 
     def _defer(self, message: MessageProxy, command: Callable[[str, str], Any]) -> None:
@@ -195,10 +217,14 @@ class WakeableConsumer(_RedisConsumer):
         self.broker.in_flight.acked(self.queue_name, redis_id)
         along = message.settle_with if isinstance(message, FetchedMessage) else []
         self.broker.writes.defer(
-            [command(self.queue_name, redis_id), *along],
+            [*command(self.queue_name, redis_id), *along],
             # Released only once Redis took it: until then the message must not be reclaimed.
-            on_done=lambda _: self.broker.in_flight.release(self.queue_name, [redis_id]),
+            on_done=lambda _: self._settled(redis_id),
         )
+
+    def _settled(self, redis_id: str) -> None:
+        self.broker.in_flight.release(self.queue_name, [redis_id])
+        self.broker.slots.drop(redis_id)
 
     def close(self) -> None:
         # At shutdown, before the worker's shutdown hooks (the liveness sweep of this very
@@ -227,8 +253,22 @@ class WakeableConsumer(_RedisConsumer):
         # Only ids still in this process's ack set move (each once): the same message can be
         # given back twice (by the drain, then by Dramatiq's own shutdown), and is moved once.
         moved = self._run(self.broker.give_back, redis_ids)
+        self._release_slots(redis_ids)
         if moved:
             self.logger.info("Gave back %d unstarted message(s) to queue %r.", moved, self.queue_name)
+
+    def _release_slots(self, redis_ids: list[str]) -> None:
+        """The concurrency slots of jobs given back unstarted: free for others at once."""
+        slots = self.broker.slots
+        releases = [release for redis_id in redis_ids if (release := slots.release_command(self.queue_name, redis_id))]
+        if not releases:
+            return
+        try:
+            execute(self.broker.client, releases)
+        except REDIS_DOWN_ERRORS as error:
+            raise ConnectionClosed(error) from None
+        for redis_id in redis_ids:
+            self.broker.slots.drop(redis_id)
 
     def _reclaim_stranded(self) -> None:
         moved = self._run(self.broker.reclaim_stranded, self.broker.in_flight.snapshot(self.queue_name))
@@ -237,8 +277,9 @@ class WakeableConsumer(_RedisConsumer):
             self.logger.warning("Gave back %d stranded message(s) to queue %r.", moved, self.queue_name)
 
     def _run(self, script: Any, ids: list[str]) -> int:
+        levels = 0 if is_delay_queue(self.queue_name) else 1
         try:
-            return int(script(keys=self.redis_keys, args=[WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, *ids]))
+            return int(script(keys=self.redis_keys, args=[WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, levels, *ids]))
         except REDIS_DOWN_ERRORS as error:
             raise ConnectionClosed(error) from None
 

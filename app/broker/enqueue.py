@@ -16,15 +16,17 @@ import dramatiq
 
 from app.connection.commands import Command, coalesce
 from app.connection.scripts import lua
-from app.errors import UnknownJob
+from app.errors import InvalidJobData, UnknownJob
 from app.jobs import JobRegistry
-from app.keys import Keys, canonical_queue, delay_queue
-from app.outcomes.log import ENQUEUE_ONCE_SCRIPT, ENQUEUE_SCRIPT, OutcomeLog
-from app.outcomes.record import index_score, now_ms
+from app.keys import DEFAULT_PRIORITY, PRIORITY_LEVELS, Keys, canonical_queue, delay_queue, is_delay_queue
+from app.outcomes.log import ENQUEUE_ONCE_SCRIPT, ENQUEUE_SCRIPT, SCHEDULE_RUN_SCRIPT, OutcomeLog
+from app.outcomes.record import CANCELED, index_score, now_ms
 from app.settings import Settings
 
 #: The fields of a job as the API and the producer take it.
-JOB_REQUEST_FIELDS = ("jobName", "data", "delayMs")
+JOB_REQUEST_FIELDS = ("jobName", "data", "delayMs", "priority", "maxRetries", "queue")
+#: The most retries an enqueue may ask for (as MAX_RETRIES allows).
+MAX_RETRIES_LIMIT = 100
 #: Dramatiq caps delays at 7 days.
 MAX_DELAY_MS = 7 * 86_400_000
 #: Wake-up lists are trimmed: enough tokens to wake every idle consumer, never a growing list.
@@ -36,8 +38,11 @@ ENQUEUED_AT = "enqueued_at"
 RUNNABLE_AT = "runnable_at"
 #: Option of a message that puts a finished job back on its queue (its record is rewritten).
 REQUEUE = "requeue"
+#: Options of a message: its priority level (absent: normal) and the key its rate limit counts by.
+PRIORITY = "priority"
+RATE_KEY = "rate_key"
 
-PUT_MESSAGE_SCRIPT = lua("wake_up", "message")
+PUT_MESSAGE_SCRIPT = lua("wake_up", "message", CANCELED=CANCELED)
 
 
 @dataclass(frozen=True)
@@ -49,26 +54,71 @@ class Enqueuer:
     log: OutcomeLog
     settings: Settings
     #: The enqueue script's arguments that all jobs of one type and queue share: built once.
-    _shared: dict[tuple[str, str, str], tuple[tuple[Any, ...], ...]] = field(
+    _shared: dict[tuple[str, str, str, str], tuple[tuple[Any, ...], ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
     def message(
-        self, job_name: object, data: Any, *, delay_ms: int | None = None, job_id: str | None = None
+        self,
+        job_name: object,
+        data: Any,
+        *,
+        delay_ms: int | None = None,
+        job_id: str | None = None,
+        priority: str | None = None,
+        max_retries: int | None = None,
+        queue: str | None = None,
     ) -> tuple[dramatiq.Message[Any], int | None]:
-        """Validate a job and make its message; UnknownJob or InvalidJobData otherwise."""
+        """Validate a job and make its message; UnknownJob or InvalidJobData otherwise.
+        `priority`, `max_retries`, `queue`: this job's own, instead of its type's."""
         job_type = self.registry.get(job_name)
         clean = job_type.validate(data, self.settings)
         job_id = job_id or new_job_id()
+        options: dict[str, Any] = {}
+        level = priority or job_type.priority
+        if level != DEFAULT_PRIORITY:
+            options[PRIORITY] = level  # absent means normal: most bodies stay as they were
+        if max_retries is not None:
+            options["max_retries"] = max_retries
+        rate_key = job_type.rate_key(clean)
+        if rate_key:
+            options[RATE_KEY] = rate_key
         message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=job_type.queue,
+            queue_name=queue or job_type.queue,
             actor_name=job_type.name,
             args=(job_id, clean),
             kwargs={},
-            options={},
+            options=options,
             message_id=job_id,
         )
         return message, delay_ms
+
+    def from_request(self, item: dict[str, Any]) -> tuple[dramatiq.Message[Any], int | None]:
+        """A job as the API and the producer take it (JOB_REQUEST_FIELDS; the caller checks
+        there are no others): its message and delay, or InvalidJobData naming each bad field."""
+        job_name = item.get("jobName")
+        problems: dict[str, str] = {}
+        try:
+            delay = check_delay(item.get("delayMs"))
+        except ValueError as error:
+            problems["delayMs"] = str(error)
+        priority = item.get("priority")
+        if priority is not None and priority not in PRIORITY_LEVELS:
+            problems["priority"] = f"must be one of {', '.join(PRIORITY_LEVELS)} (or left out for the job type's)"
+        max_retries = item.get("maxRetries")
+        whole = isinstance(max_retries, int) and not isinstance(max_retries, bool)
+        if max_retries is not None and not (whole and 0 <= max_retries <= MAX_RETRIES_LIMIT):
+            problems["maxRetries"] = f"must be a whole number from 0 to {MAX_RETRIES_LIMIT}"
+        queue = item.get("queue")
+        declared = self.registry.queues()
+        if queue is not None and queue not in declared:
+            problems["queue"] = f"must be a declared queue: {', '.join(declared)}"
+        if problems:
+            self.registry.get(job_name)  # an unknown job name is the first thing to say
+            raise InvalidJobData(str(job_name), problems)
+        return self.message(
+            job_name, item.get("data"), delay_ms=delay, priority=priority, max_retries=max_retries, queue=queue
+        )
 
     def commands(
         self, message: dramatiq.Message[Any], delay_ms: int | None, *, at_ms: int | None = None, sequence: int = 0
@@ -90,13 +140,23 @@ class Enqueuer:
                 max_retries=self.max_retries_of(stored),
                 data_json=COMPACT_JSON.encode(job_data(stored)),
                 at_ms=int(stored.options[ENQUEUED_AT]),
+                priority=stored.options.get(PRIORITY, DEFAULT_PRIORITY),
             )
         return stored, commands
 
-    def requeue_commands(self, job_name: object, data: Any, job_id: str) -> tuple[str, list[Command]]:
-        """A finished job back on its queue with the same id (validated again): its queue, and
-        the commands that put it there and rewrite its record."""
-        message, _ = self.message(job_name, data, job_id=job_id)
+    def requeue_commands(
+        self, job_name: object, data: Any, job_id: str, *, queue: str | None = None, priority: str | None = None
+    ) -> tuple[str, list[Command]]:
+        """A finished job back on its queue with the same id (validated again), on the queue and
+        at the priority it had: its queue, and the commands that put it there and rewrite its record."""
+        declared = self.registry.queues()
+        message, _ = self.message(
+            job_name,
+            data,
+            job_id=job_id,
+            queue=queue if queue in declared else None,
+            priority=priority if priority in PRIORITY_LEVELS else None,
+        )
         stored, commands = self.commands(message.copy(options={REQUEUE: True}), None)
         return stored.queue_name, commands
 
@@ -108,6 +168,25 @@ class Enqueuer:
         stored, block = self._stored(message, delay_ms, None, 0)
         assert block is not None, "only a new job is enqueued under an idempotency key"
         return stored, ("EVAL", ENQUEUE_ONCE_SCRIPT, 0, self.keys.idempotency(idempotency_key), ttl_seconds, *block)
+
+    def command_scheduled(
+        self,
+        message: dramatiq.Message[Any],
+        *,
+        run_key: str,
+        ttl_seconds: int,
+        last_runs: str,
+        schedule: str,
+        last_run_json: str,
+    ) -> tuple[dramatiq.Message[Any], Command]:
+        """A schedule's run as a new job, enqueued at most once under `run_key` (which expires
+        after `ttl_seconds`), and recorded as the schedule's last run in the hash `last_runs`: the
+        call's reply is the id of the job already enqueued for this run, or nothing once this one is."""
+        stored, block = self._stored(message, None, None, 0)
+        assert block is not None, "a schedule's run is a new job"
+        return stored, (
+            "EVAL", SCHEDULE_RUN_SCRIPT, 0, run_key, ttl_seconds, last_runs, schedule, last_run_json, *block,
+        )  # fmt: skip
 
     def _stored(
         self, message: dramatiq.Message[Any], delay_ms: int | None, at_ms: int | None, sequence: int
@@ -141,12 +220,13 @@ class Enqueuer:
         if not is_new or message.options.get(REQUEUE):
             return stored, None
         job_id, job_name = stored.message_id, stored.actor_name
-        shared = self._shared.get((target, job_name, queue))
+        level = stored.options.get(PRIORITY, DEFAULT_PRIORITY)
+        shared = self._shared.get((target, job_name, queue, level))
         if shared is None:
             keys = self.keys
-            message_keys = (keys.queue_messages(target), keys.queue(target))
+            message_keys = (keys.queue_messages(target), self.list_of(stored))
             wakeup = (keys.wakeup(target), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS)
-            shared = self._shared[(target, job_name, queue)] = (
+            shared = self._shared[(target, job_name, queue, level)] = (
                 message_keys,
                 wakeup,
                 self.log.new_job_keys(job_name, queue),
@@ -159,18 +239,24 @@ class Enqueuer:
             *self.log.queued_values(
                 job_id=job_id, job_name=job_name, queue=queue, max_retries=self.max_retries_of(stored),
                 data_json=COMPACT_JSON.encode(job_data(stored)), at_ms=at_ms,
-                run_at_ms=runnable_at if delay_ms else None,
+                run_at_ms=runnable_at if delay_ms else None, priority=level,
             ),
         ]  # fmt: skip
         return stored, block
+
+    def list_of(self, stored: dramatiq.Message[Any]) -> str:
+        """The list a stored message's id goes on: its delay queue, or its priority level's list."""
+        if is_delay_queue(stored.queue_name):
+            return self.keys.queue(stored.queue_name)
+        return self.keys.priority_queue(stored.queue_name, stored.options.get(PRIORITY, DEFAULT_PRIORITY))
 
     def _put(self, stored: dramatiq.Message[Any]) -> Command:
         """Put a stored message on its queue (or delayed queue), waking an idle consumer."""
         target = stored.queue_name
         return (
-            "EVAL", PUT_MESSAGE_SCRIPT, 3, self.keys.queue_messages(target), self.keys.queue(target),
-            self.keys.wakeup(target), stored.options["redis_message_id"], encode(stored), WAKEUP_TOKENS,
-            WAKEUP_TTL_SECONDS,
+            "EVAL", PUT_MESSAGE_SCRIPT, 4, self.keys.queue_messages(target), self.list_of(stored),
+            self.keys.wakeup(target), self.keys.job(stored.message_id), stored.options["redis_message_id"],
+            encode(stored), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
         )  # fmt: skip
 
     def commands_many(

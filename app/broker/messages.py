@@ -10,6 +10,13 @@ from dramatiq.broker import MessageProxy
 from app.connection.commands import Command
 from app.keys import canonical_queue
 
+#: A worker's answers to a cancel request (app/middleware/start_gate.py, app/api/cancel.py): the
+#: job had started, or it never will in that process.
+CANCEL_STARTED = "started"
+CANCEL_STOPPED = "stopped"
+#: FetchedMessage.unstarted of a job whose queue was paused after it was fetched.
+PAUSED = "paused"
+
 
 class FetchedMessage(MessageProxy):
     """A message as our consumer hands it out: with the `deliveries` its job record showed at
@@ -21,6 +28,11 @@ class FetchedMessage(MessageProxy):
         super().__init__(message)
         self.prior_deliveries = prior_deliveries
         self.settle_with: list[Command] = []
+        #: Why it did not start, if a middleware kept it from starting ("paused": it goes back
+        #: to its queue instead of being acked; "canceled").
+        self.unstarted: str | None = None
+        #: Settled with an ack though it failed (a job that stopped on its cancel: no dead letter).
+        self.settle_as_ack = False
 
 
 def delivery_key(message: MessageProxy | dramatiq.Message[Any]) -> str:

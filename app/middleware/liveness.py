@@ -24,14 +24,15 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
 from app.broker.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
+from app.broker.slots import SlotHolds
 from app.connection.scripts import lua
-from app.keys import Keys, delay_queue
+from app.keys import LEVEL_PLACEHOLDERS, Keys, delay_queue, is_delay_queue
 from app.outcomes.record import now_ms
 
 #: Heartbeat score of a worker that has stopped: swept by the next live worker at once.
 STOPPED = 0
 
-SWEEP_DEAD_WORKERS = lua("wake_up", "sweep_dead_workers")
+SWEEP_DEAD_WORKERS = lua("wake_up", "priority_list", "sweep_dead_workers", **LEVEL_PLACEHOLDERS)
 
 
 class Liveness(Middleware):
@@ -97,7 +98,12 @@ class Liveness(Middleware):
             self._stop.wait(self.interval_s)
 
     def beat(self, broker: Broker) -> None:
-        self.client.zadd(self.keys.heartbeats(), {_broker_id(broker): now_ms()})
+        now = now_ms()
+        self.client.zadd(self.keys.heartbeats(), {_broker_id(broker): now})
+        slots = getattr(broker, "slots", None)
+        if isinstance(slots, SlotHolds):
+            # The concurrency slots this process holds stay its own while it beats.
+            slots.renew(self.client, now + self.timeout_ms)
         if self._healthy_since is None:
             self._healthy_since = time.monotonic()
 
@@ -112,10 +118,13 @@ class Liveness(Middleware):
         queues: set[str] = set()
         for queue in broker.get_declared_queues():
             queues.update((queue, delay_queue(queue)))
-        per_queue: list[str] = []
+        per_queue: list[str | int] = []
         for queue in sorted(queues):
             keys = self.keys
-            per_queue += [keys.acks_suffix(queue), keys.queue(queue), keys.queue_messages(queue), keys.wakeup(queue)]
+            per_queue += [
+                keys.acks_suffix(queue), keys.queue(queue), keys.queue_messages(queue), keys.wakeup(queue),
+                0 if is_delay_queue(queue) else 1,
+            ]  # fmt: skip
         now = now_ms()
         args: list[str | int] = [
             now, self.cutoff(now) if cutoff is None else cutoff, self.keys.heartbeats(), self.keys.acks_prefix(),

@@ -23,7 +23,7 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
 from app.broker.enqueue import RUNNABLE_AT
-from app.broker.messages import delivery_key, job_queue
+from app.broker.messages import FetchedMessage, delivery_key, job_queue
 from app.pid import current_pid
 from app.settings import Settings, hand_to_prometheus_client
 
@@ -182,6 +182,8 @@ class WorkerMetrics(Middleware):
         self._finish(message, outcome)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        if isinstance(message, FetchedMessage) and message.unstarted:
+            return  # kept from starting (paused, canceled): neither a run nor a skip
         if self.enabled:
             self._finish(message, "failed" if message.failed else "skipped")
 

@@ -24,10 +24,10 @@ from app.broker.enqueue import COMPACT_JSON, job_data
 from app.broker.messages import FetchedMessage, delivery_key, job_queue
 from app.connection.commands import Command
 from app.connection.worker_writes import WorkerWrites
-from app.errors import BrokerUnavailable
+from app.errors import BrokerUnavailable, JobCanceled
 from app.middleware.retries import NEXT_RETRY_AT, RETRY_LOST
 from app.outcomes.log import OutcomeLog
-from app.outcomes.record import FAILED, RETRYING, SKIPPED, SUCCEEDED, now_ms
+from app.outcomes.record import CANCELED, FAILED, RETRYING, SKIPPED, SUCCEEDED, now_ms
 from app.outcomes.result import InvalidResult, encode_result
 
 MAX_TRACEBACK_LINES = 12
@@ -125,6 +125,14 @@ class OutcomeRecorder(Middleware):
             self._verdicts[key] = _Verdict(SUCCEEDED, attempt, duration, result_json=self._result_json(result))
             return
         error = f"{type(exception).__name__}: {exception}"
+        if isinstance(exception, JobCanceled):
+            # Stopped on its cancel: not a failure, not a dead letter (our consumer acks it).
+            reason = "canceled while running" + (f" ({exception})" if str(exception) else "")
+            self._verdicts[key] = _Verdict(CANCELED, attempt, duration, reason)
+            if isinstance(message, FetchedMessage):
+                message.unstarted = None
+                message.settle_as_ack = True
+            return
         trace = "".join(tb.format_exception(exception, limit=MAX_TRACEBACK_LINES))
         if message.failed:
             if message.options.get(RETRY_LOST):
@@ -135,6 +143,8 @@ class OutcomeRecorder(Middleware):
         self._verdicts[key] = _Verdict(RETRYING, attempt, duration, error, trace, next_retry)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        if isinstance(message, FetchedMessage) and message.unstarted:
+            return  # never started here: paused (it goes back) or canceled (its record says so)
         key = delivery_key(message)
         _, attempt = self._started.pop(key, (0, int(message.options.get("retries", 0)) + 1))
         if not message.failed:
@@ -171,12 +181,24 @@ class OutcomeRecorder(Middleware):
                     **ids,
                 )
             ]
+        elif verdict.state == CANCELED:
+            commands = self.log.canceled(reason=verdict.error, duration_ms=verdict.duration_ms or 0, **ids)
         else:
             commands = self.log.skipped(reason=verdict.error, **ids)
         self._write_final(message, commands)
 
     def before_nack(self, broker: Broker, message: MessageProxy) -> None:
         verdict = self._verdicts.pop(delivery_key(message), None)
+        if verdict is not None and verdict.state == CANCELED:
+            canceled = self.log.canceled(
+                job_id=message.message_id,
+                job_name=message.actor_name,
+                reason=verdict.error,
+                duration_ms=verdict.duration_ms or 0,
+                at_ms=verdict.finished_at_ms,
+            )
+            self._write_final(message, canceled)
+            return
         if verdict is None:
             # Failed before running, without a verdict of ours (an unknown actor, a message
             # another middleware failed): Dramatiq keeps the error on the message.

@@ -16,6 +16,7 @@ from app.connection.commands import Command, block_script
 from app.connection.scripts import flatten, lua, lua_list
 from app.keys import Keys
 from app.outcomes.record import (
+    CANCELED,
     FAILED,
     MAX_ERROR_CHARS,
     MAX_TRACEBACK_CHARS,
@@ -30,11 +31,12 @@ from app.outcomes.record import (
     index_score,
 )
 
-_STATE_NAMES = {"RUNNING": RUNNING, "SUCCEEDED": SUCCEEDED, "FAILED": FAILED, "SKIPPED": SKIPPED}
+_STATE_NAMES = {"RUNNING": RUNNING, "SUCCEEDED": SUCCEEDED, "FAILED": FAILED, "SKIPPED": SKIPPED, "CANCELED": CANCELED}
 RUNNING_SCRIPT = lua("running", **_STATE_NAMES)
 SUCCEEDED_SCRIPT = lua("succeeded", **_STATE_NAMES)
 DELIVERIES_SCRIPT = lua("deliveries")
 PROGRESS_SCRIPT = lua("progress", **_STATE_NAMES)
+CANCEL_SCRIPT = lua("cancel", QUEUED=QUEUED, RETRYING=RETRYING, **_STATE_NAMES)
 UNLESS_SUPERSEDED = lua("run_commands", "unless_superseded", **_STATE_NAMES)
 
 #: Values before the record's fields in a block of the enqueue script (see enqueue_jobs.lua).
@@ -43,6 +45,7 @@ ENQUEUE_BLOCK = ENQUEUE_BLOCK_HEAD + len(NEW_JOB_FIELDS)
 _ENQUEUE_VALUES = {"FIELDS": lua_list(NEW_JOB_FIELDS), "BLOCK": ENQUEUE_BLOCK}
 ENQUEUE_SCRIPT = block_script(lua("wake_up", "enqueue_jobs", "enqueue", **_ENQUEUE_VALUES))
 ENQUEUE_ONCE_SCRIPT = lua("wake_up", "enqueue_jobs", "enqueue_once", **_ENQUEUE_VALUES)
+SCHEDULE_RUN_SCRIPT = lua("wake_up", "enqueue_jobs", "schedule_run", **_ENQUEUE_VALUES)
 
 
 @dataclass(frozen=True)
@@ -63,32 +66,53 @@ class OutcomeLog:
         data_json: str,
         at_ms: int,
         run_at_ms: int | None = None,
+        priority: str = "normal",
         new: bool = True,
     ) -> list[Any]:
         """The values of QUEUED_FIELDS (and of NEW_JOB_FIELDS when `new`), in order; '' leaves a
         field out."""
         values: list[Any] = [
             job_id, job_name, queue, QUEUED, max_retries, at_ms, data_json, 0, 0, at_ms,
-            "" if run_at_ms is None else run_at_ms,
+            "" if run_at_ms is None else run_at_ms, "" if priority == "normal" else priority,
         ]  # fmt: skip
         return [*values, 0] if new else values
 
     def requeued(
-        self, *, job_id: str, job_name: str, queue: str, max_retries: int, data_json: str, at_ms: int
+        self,
+        *,
+        job_id: str,
+        job_name: str,
+        queue: str,
+        max_retries: int,
+        data_json: str,
+        at_ms: int,
+        priority: str = "normal",
     ) -> list[Command]:
         """A finished job put back on its queue (its executions and redeliveries count on)."""
         record = self.keys.job(job_id)
         values = self.queued_values(
             job_id=job_id, job_name=job_name, queue=queue, max_retries=max_retries, data_json=data_json, at_ms=at_ms,
-            new=False,
+            priority=priority, new=False,
         )  # fmt: skip
         fields = [
             item for name, value in zip(QUEUED_FIELDS, values, strict=True) if value != "" for item in (name, value)
         ]
         return [
-            ("HDEL", record, "runAt", "nextRetryAt", "startedAt", "finishedAt", "durationMs"),
+            (
+                "HDEL",
+                record,
+                "runAt",
+                "nextRetryAt",
+                "startedAt",
+                "finishedAt",
+                "durationMs",
+                "priority",
+                "canceledAt",
+                "cancelRequestedAt",
+                "heldBy",
+            ),
             ("HINCRBY", record, "requeues", 1),
-            *self._leave(job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, RETRYING)),
+            *self._leave(job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, CANCELED, RETRYING)),
             ("HSET", record, *fields),
             *self._enter(job_id, job_name, QUEUED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
@@ -111,6 +135,20 @@ class OutcomeLog:
         indexes = self._indexes(job_name, (RUNNING, *left))
         args = (job_id, job_name, queue, attempt, at_ms, index_score(at_ms), self.retention_seconds)
         return ("EVAL", RUNNING_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args)
+
+    def cancel(self, *, job_id: str, job_name: str, at_ms: int) -> Command:
+        """A job's cancel (cancel.lua): its reply says what happened and which worker fetched it last."""
+        indexes = self._indexes(job_name, (CANCELED, QUEUED, RETRYING))
+        return (
+            "EVAL",
+            CANCEL_SCRIPT,
+            1 + len(indexes),
+            self.keys.job(job_id),
+            *indexes,
+            job_id,
+            at_ms,
+            index_score(at_ms),
+        )
 
     def deliveries(self, job_ids: Sequence[str]) -> Command:
         """One call whose reply is each job's `deliveries`: how many times its current attempt
@@ -179,6 +217,18 @@ class OutcomeLog:
              "updatedAt", at_ms, "deliveries", 0),
             *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
             *self._enter(job_id, job_name, SKIPPED, index_score(at_ms)),
+            ("EXPIRE", record, self.retention_seconds),
+        ]  # fmt: skip
+
+    def canceled(self, *, job_id: str, job_name: str, reason: str, duration_ms: int, at_ms: int) -> list[Command]:
+        """A running job that stopped on its cancel (or was interrupted by a forced one)."""
+        record = self.keys.job(job_id)
+        return [
+            ("HSET", record, "state", CANCELED, "error", reason[:MAX_ERROR_CHARS], "canceledAt", at_ms,
+             "finishedAt", at_ms, "durationMs", duration_ms, "updatedAt", at_ms, "deliveries", 0),
+            ("HDEL", record, "heldBy"),
+            *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
+            *self._enter(job_id, job_name, CANCELED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
         ]  # fmt: skip
 

@@ -17,8 +17,9 @@ RETRYING = "retrying"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
-STATES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, SKIPPED)
-FINAL_STATES = (SUCCEEDED, FAILED, SKIPPED)
+CANCELED = "canceled"
+STATES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, SKIPPED, CANCELED)
+FINAL_STATES = (SUCCEEDED, FAILED, SKIPPED, CANCELED)
 
 MAX_ERROR_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 4_000
@@ -47,12 +48,18 @@ FIELDS: dict[str, str] = {
     "requeues": "integer",
     "updatedAt": "integer",
     "deadLetterId": "string",
+    "priority": "string",
+    "cancelRequestedAt": "integer",
+    "canceledAt": "integer",
+    "heldBy": "string",
     "data": "any",
     "progress": "number",
     "progressMessage": "string",
     "progressAt": "integer",
     "result": "any",
 }
+#: Read as this when the record has never had them.
+DEFAULT_WHEN_ABSENT = {"priority": "normal"}
 #: Counts that read as 0 when the record has never had them.
 ZERO_WHEN_ABSENT = ("attempts", "executions", "redeliveries")
 
@@ -60,7 +67,7 @@ ZERO_WHEN_ABSENT = ("attempts", "executions", "redeliveries")
 #: their values in the same order; an empty value leaves the field out). `jobId` comes first.
 QUEUED_FIELDS = (
     "jobId", "jobName", "queue", "state", "maxRetries", "enqueuedAt", "data", "attempts", "deliveries",
-    "updatedAt", "runAt",
+    "updatedAt", "runAt", "priority",
 )  # fmt: skip
 #: A new job also starts its count of executions.
 NEW_JOB_FIELDS = (*QUEUED_FIELDS, "executions")
@@ -71,7 +78,8 @@ PROGRESS_FIELDS = ("progress", "progressMessage", "progressAt")
 #: What the job lists show of a record (and a requeue answers).
 PUBLIC_FIELDS = (
     "jobId", "jobName", "queue", "state", "attempts", "maxRetries", "enqueuedAt", "startedAt", "finishedAt",
-    "durationMs", "error", "nextRetryAt", "runAt", "executions", "redeliveries", "requeues",
+    "durationMs", "error", "nextRetryAt", "runAt", "executions", "redeliveries", "requeues", "priority",
+    "cancelRequestedAt", "canceledAt",
 )  # fmt: skip
 #: What `GET /jobs/{id}` shows: also the last error's traceback (cut when written, MAX_TRACEBACK_CHARS),
 #: the running attempt's last reported progress (a percentage) and the job's result.
@@ -107,7 +115,7 @@ def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
         elif kind == "any":
             out[name] = _json(value)
         else:
-            out[name] = value
+            out[name] = value if value is not None else DEFAULT_WHEN_ABSENT.get(name)
     return out
 
 

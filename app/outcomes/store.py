@@ -14,7 +14,7 @@ from app.connection.commands import Command, run_commands
 from app.errors import InvalidJobData, JobNotFound, JobStateConflict, UnknownJob
 from app.keys import Keys
 from app.outcomes.log import OutcomeLog
-from app.outcomes.record import FAILED, FINAL_STATES, decode_record, index_score, now_ms, public
+from app.outcomes.record import CANCELED, FAILED, FINAL_STATES, decode_record, index_score, now_ms, public
 
 #: Index entries read at once while passing over entries an earlier page showed.
 MAX_CHUNK = 1_000
@@ -23,7 +23,9 @@ MAX_CHUNK = 1_000
 class Requeuer(Protocol):
     """What puts a finished job back on its queue (app/broker/enqueue.py's Enqueuer)."""
 
-    def requeue_commands(self, job_name: object, data: Any, job_id: str) -> tuple[str, builtins.list[Command]]:
+    def requeue_commands(
+        self, job_name: object, data: Any, job_id: str, *, queue: str | None = None, priority: str | None = None
+    ) -> tuple[str, builtins.list[Command]]:
         """The job's queue, and the commands that put the job back on it."""
         ...
 
@@ -96,7 +98,7 @@ class JobStore:
         return await self.get(job_id)
 
     async def _requeue(self, job_id: str) -> None:
-        await self._change(job_id, (FAILED,), "retried", self._requeue_commands)
+        await self._change(job_id, (FAILED, CANCELED), "retried", self._requeue_commands)
 
     async def _change(
         self,
@@ -163,7 +165,9 @@ class JobStore:
         return done
 
     def _requeue_commands(self, record: dict[str, Any]) -> builtins.list[Command]:
-        queue, commands = self.enqueuer.requeue_commands(record["jobName"], record["data"] or {}, record["jobId"])
+        queue, commands = self.enqueuer.requeue_commands(
+            record["jobName"], record["data"] or {}, record["jobId"], queue=record["queue"], priority=record["priority"]
+        )
         return commands + self._dead_letter_removal(record, default_queue=queue)
 
     def _delete_commands(self, record: dict[str, Any]) -> builtins.list[Command]:

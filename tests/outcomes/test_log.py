@@ -186,7 +186,8 @@ def test_the_enqueue_script_writes_each_new_job_and_what_jobs_share_once(
         }  # fmt: skip
         if delay is not None:
             fields["runAt"] = AT + delay
-        assert set(fields) == set(NEW_JOB_FIELDS) - ({"runAt"} if delay is None else set())
+        # (priority only when not normal)
+        assert set(fields) == set(NEW_JOB_FIELDS) - {"priority"} - ({"runAt"} if delay is None else set())
         expected[f"taskqueue:job:{job_id}"] = record(**fields)
         score = SCORE + sequence % 1000
         for key in ("taskqueue:idx:queued", "taskqueue:idx:all"):
@@ -270,7 +271,7 @@ def test_requeue_puts_the_job_back_on_its_queue_and_rewrites_its_record(monkeypa
         "enqueuedAt": AT, "data": '{"n":1}', "attempts": 0, "deliveries": 0, "updatedAt": AT,
         "error": "E", "traceback": "T", "executions": 3, "redeliveries": 1, "deadLetterId": "dl-1", "requeues": 1,
     }  # fmt: skip
-    assert set(QUEUED_FIELDS) - {"runAt"} <= set(fields)
+    assert set(QUEUED_FIELDS) - {"runAt", "priority"} <= set(fields)
     assert found == {
         JOB: record(**fields),
         # Out of the failed and retrying indexes, into the queued ones; "all" keeps its first enqueue.

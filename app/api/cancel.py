@@ -1,0 +1,83 @@
+"""POST /jobs/{id}/cancel: a job that has not started never will; a running one is asked to stop.
+
+The decision is made in Redis, atomically against the job's record (cancel.lua): from then on no
+fetch hands the job out and no delayed message of it goes back on its queue. If a worker process
+had fetched it before (the record says which), that process decides under the lock its starts
+take (app/middleware/start_gate.py) and answers: "stopped" (it never starts: 200) or "started"
+(it was already running: 202, its cancel requested; with ?force=true interrupted). A worker that
+is dead cannot start it: its messages go back through a fetch, which drops a canceled job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.api.auth import authorize
+from app.api.context import Api, api_of
+from app.api.errors import ApiError, deadline
+from app.api.jobs import path_job_id
+from app.broker.messages import CANCEL_STOPPED as STOPPED
+from app.errors import JobNotFound
+from app.outcomes.record import DETAIL_FIELDS, RUNNING, now_ms, public
+
+#: How long the API waits for the worker holding the job to answer (it reads every 0.1 s).
+ANSWER_WAIT_S = 2.0
+
+
+async def cancel_job(request: Request) -> Response:
+    authorize(request, write=True)
+    api = api_of(request)
+    job_id = path_job_id(request)
+    force = request.query_params.get("force", "false")
+    if force not in ("true", "false"):
+        raise ApiError(400, "force takes true or false")
+    async with deadline():
+        job_name = await api.client.hget(api.keys.job(job_id), "jobName")
+        if job_name is None:
+            raise JobNotFound(job_id)
+        outcome, held_by = await api.client.execute_command(
+            *api.store.log.cancel(job_id=job_id, job_name=_text(job_name), at_ms=now_ms())
+        )
+    outcome, held_by = _text(outcome), _text(held_by)
+    if outcome == "missing":
+        raise JobNotFound(job_id)
+    if outcome not in ("canceled", RUNNING):
+        raise ApiError(
+            409, f"job {job_id} is {outcome}: only queued, delayed, retrying or running jobs can be canceled"
+        )
+    answer = await _ask_holder(api, job_id, held_by, force == "true") if held_by else None
+    async with deadline():
+        record = await api.store.get(job_id, DETAIL_FIELDS)
+    body: dict[str, Any] = public(record, DETAIL_FIELDS)
+    if outcome == "canceled" and answer in (None, STOPPED):
+        return JSONResponse({**body, "message": "Job canceled: it will not run"}, status_code=200)
+    if answer is None and outcome == "canceled":
+        message = "Cancel recorded, but the worker that fetched the job did not confirm in time: it may have started"
+    else:
+        message = "Job is running: its cancel is requested (context.job.cancelled())" + (
+            " and it is being interrupted" if force == "true" else ""
+        )
+    return JSONResponse({**body, "message": message}, status_code=202)
+
+
+async def _ask_holder(api: Api, job_id: str, broker_id: str, force: bool) -> str | None:
+    """The answer of the worker process that fetched the job last, or None if it has none to
+    give: not alive (it cannot start anything), or silent for ANSWER_WAIT_S."""
+    keys = api.keys
+    async with deadline():
+        beat = await api.client.zscore(keys.heartbeats(), broker_id)
+        if beat is None or beat < now_ms() - api.settings.heartbeat_timeout_ms:
+            return STOPPED
+        async with api.client.pipeline(transaction=True) as pipeline:
+            pipeline.delete(keys.cancel_answer(job_id))
+            pipeline.rpush(keys.cancel_requests(broker_id), f"{job_id}|{int(force)}")
+            await pipeline.execute()
+    reply = await api.client.blpop([keys.cancel_answer(job_id)], timeout=ANSWER_WAIT_S)
+    return _text(reply[1]) if reply else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

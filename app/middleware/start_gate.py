@@ -1,0 +1,144 @@
+"""The last word before a job starts in this worker process: not if its queue is paused, not if
+it was canceled after a worker fetched it.
+
+A fetch already hands out nothing of a paused queue and no job canceled before it (in Redis,
+atomically: app/connection/lua/fetch.lua). What a fetch handed out is decided here, from what a
+background thread reads every POLL_S: the paused queues, and the cancel requests the API sent
+this process (because the job's record says this process fetched it last). The thread answers
+each request under the same lock the start takes: either the job had started ("started": it is
+asked to stop, `context.job.cancelled()`, and with force interrupted) or it never will
+("stopped"). The API answers 200 only after "stopped", so a job canceled with 200 never runs.
+A job of a paused queue goes back, unstarted, to the head of its level.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import redis
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.logging import get_logger
+from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware.threading import raise_thread_exception
+
+from app.broker.messages import CANCEL_STARTED as STARTED
+from app.broker.messages import CANCEL_STOPPED as STOPPED
+from app.broker.messages import PAUSED, FetchedMessage, job_queue
+from app.errors import JobCanceled
+from app.keys import Keys
+from app.middleware.current_job import CurrentJob
+
+#: How often the paused queues and this process's cancel requests are read.
+POLL_S = 0.1
+#: Cancels remembered for jobs this process may still hold (bounded: the oldest are forgotten).
+REMEMBERED_CANCELS = 100_000
+#: How long the API's wait for an answer is kept in Redis.
+ANSWER_TTL_S = 30
+#: Cancel requests read per poll.
+REQUESTS_PER_POLL = 500
+#: Why a handed-out job did not start (FetchedMessage.unstarted; PAUSED is the other).
+CANCELED = "canceled"
+
+
+class NotStarted(SkipMessage):
+    """Raised before a job starts when its queue is paused or it was canceled."""
+
+
+class StartGate(Middleware):
+    """Keeps paused and canceled jobs from starting in this process."""
+
+    def __init__(self, *, keys: Keys, client: redis.Redis, current_job: CurrentJob) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.keys = keys
+        self.client = client
+        self.current_job = current_job
+        self.paused: frozenset[str] = frozenset()
+        self._canceled: OrderedDict[str, None] = OrderedDict()
+        self._started: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(broker,), name="start-gate", daemon=True)
+        self._thread.start()
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self._stop.set()
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        with self._lock:
+            if message.message_id in self._canceled:
+                reason = CANCELED
+            elif job_queue(message) in self.paused:
+                reason = PAUSED
+            else:
+                self._started.add(message.message_id)
+                return
+        if isinstance(message, FetchedMessage):
+            message.unstarted = reason
+        raise NotStarted(f"job {message.message_id} not started: {reason}")
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        with self._lock:
+            self._started.discard(message.message_id)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        with self._lock:
+            self._started.discard(message.message_id)
+
+    def _run(self, broker: Broker) -> None:
+        mailbox = self.keys.cancel_requests(str(broker.broker_id))  # type: ignore[attr-defined]
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll(mailbox)
+            except redis.RedisError as error:
+                self.logger.warning("Could not read paused queues and cancel requests: %s", error)
+            self._stop.wait(max(0.0, POLL_S - (time.monotonic() - started)))
+
+    def poll(self, mailbox: str) -> None:
+        """Read the paused queues and answer this process's cancel requests."""
+        with self.client.pipeline(transaction=False) as pipeline:
+            pipeline.hkeys(self.keys.paused())
+            pipeline.lpop(mailbox, REQUESTS_PER_POLL)
+            paused, requests = pipeline.execute()
+        self.paused = frozenset(_text(queue) for queue in paused)
+        if not requests:
+            return
+        answers: list[tuple[str, str]] = []
+        for request in requests:
+            job_id, _, force = _text(request).partition("|")
+            answers.append((job_id, self.decide(job_id, force=force == "1")))
+        with self.client.pipeline(transaction=False) as pipeline:
+            for job_id, answer in answers:
+                pipeline.rpush(self.keys.cancel_answer(job_id), answer)
+                pipeline.expire(self.keys.cancel_answer(job_id), ANSWER_TTL_S)
+            pipeline.execute()
+
+    def decide(self, job_id: str, *, force: bool) -> str:
+        """A cancel request: STARTED if the job had started here (it is asked to stop, and with
+        `force` interrupted), else STOPPED: it will not start in this process."""
+        with self._lock:
+            if job_id not in self._started:
+                self._canceled[job_id] = None
+                while len(self._canceled) > REMEMBERED_CANCELS:
+                    self._canceled.popitem(last=False)
+                return STOPPED
+        running = self.current_job.running(job_id)
+        if running is not None:
+            running.request_cancel()
+            if force:
+                self.logger.warning("Interrupting job %s: its cancel was forced.", job_id)
+                raise_thread_exception(running.thread_id, JobCanceled)
+        return STARTED
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
