@@ -44,6 +44,9 @@ WORKDIR /srv/taskqueue
 # uvicorn's logging with the filter that keeps keys sent in a query string out of the access log
 # (app/api/access_log.py); the API's command passes it with --log-config, relative to this directory.
 COPY deploy/uvicorn-logging.json /srv/taskqueue/deploy/uvicorn-logging.json
+# The recurring jobs (SCHEDULES_FILE, relative to this directory), read by every process at start;
+# mount another file over it, or set SCHEDULES_FILE, to change them.
+COPY schedules.toml /srv/taskqueue/schedules.toml
 USER 10001:10001
 
 EXPOSE 3002 9191

@@ -56,6 +56,8 @@ class Settings:
     namespace: str = "taskqueue"
     #: Modules besides app/actors/ that declare job types (imported by every process).
     job_modules: tuple[str, ...] = ()
+    #: The TOML file of recurring jobs (app/schedules.py), read by the API, the workers and the scheduler.
+    schedules_file: Path = Path("schedules.toml")
     log_level: str = "INFO"
 
     @classmethod
@@ -99,6 +101,7 @@ class Settings:
             "metrics_dir": Path(env.get("METRICS_DIR", str(cls.metrics_dir))),
             "namespace": reader.word("TASKQUEUE_NAMESPACE", cls.namespace),
             "job_modules": reader.modules("JOB_MODULES"),
+            "schedules_file": reader.path("SCHEDULES_FILE", cls.schedules_file, suffix=".toml"),
             "log_level": reader.choice("LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         }
         if values["api_readonly_key"] and values["api_readonly_key"] == values["api_key"]:
@@ -245,6 +248,14 @@ class _Reader:
             if not all(part.isidentifier() for part in item.split(".")):
                 raise SettingsError(f"{name} entry {item!r} is not a module name (like myapp.jobs)")
         return items
+
+    def path(self, name: str, default: Path, *, suffix: str) -> Path:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        if not raw.endswith(suffix):
+            raise SettingsError(f"{name}={raw!r} is not valid: expected the path of a {suffix} file")
+        return Path(raw)
 
     def ip(self, name: str, default: str) -> str:
         value = self.env.get(name, "").strip() or default

@@ -156,15 +156,16 @@ def test_failed_after_retries_and_permanent_error_are_dead_lettered_and_readable
 def test_periodic_run_too_late_is_recorded_as_skipped(stack: Stack, redis_client: redis.Redis) -> None:
     from tests.support.periodic import send_periodic
 
-    _, base = stack.api()
+    # A job type declared `periodic=` (schedules.toml's schedules enqueue ordinary jobs instead).
+    periodic = {"JOB_MODULES": "tests.support.periodic_jobs"}
+    _, base = stack.api(**periodic)
     api = stack.client(base)
-    stack.worker(threads=2)
-    job_id = send_periodic(redis_client, "cleanupJob", late_by_s=24 * 3600)
+    stack.worker(threads=2, **periodic)
+    job_id = send_periodic(redis_client, "periodicJob", late_by_s=24 * 3600, max_retries=0)
     record = wait_until(lambda: (r := api.job(job_id))["state"] in FINAL_STATES and r, message="a final state")
     assert record["state"] == "skipped" and record["attempts"] == 0, record
     assert "too late" in record["error"]
-    assert indexes_of(redis_client, job_id, "cleanupJob") == {"skipped"}
-    assert not redis_client.exists(KEYS.cleanup_status())
+    assert indexes_of(redis_client, job_id, "periodicJob") == {"skipped"}
 
 
 def test_unknown_job_is_404(stack: Stack) -> None:

@@ -1,10 +1,9 @@
-"""cleanupJob: every day, remove outcome records older than LOG_RETENTION_SECONDS."""
+"""cleanupJob: remove outcome records older than LOG_RETENTION_SECONDS (every day: schedules.toml)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from periodiq import cron
 from pydantic import BaseModel, ConfigDict
 
 from app.jobs import JobContext, job_type
@@ -15,6 +14,6 @@ class CleanupData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@job_type("cleanupJob", schema=CleanupData, periodic=cron("@daily"), max_retries=2)
+@job_type("cleanupJob", schema=CleanupData, max_retries=2)
 def cleanup_job(job_id: str, data: dict[str, Any], context: JobContext) -> None:
     cleanup.run_with(context.settings, context.client, context.registry)

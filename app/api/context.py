@@ -15,6 +15,7 @@ from app.connection.api_writes import WriteBatcher
 from app.jobs import JobRegistry
 from app.keys import Keys
 from app.outcomes.store import JobStore
+from app.schedules import Schedule
 from app.settings import Settings
 
 
@@ -33,6 +34,8 @@ class Api:
     http_metrics: HttpMetrics
     #: The OpenAPI document served at /openapi.json, built once.
     openapi: dict[str, Any]
+    #: The schedules of SCHEDULES_FILE (GET /schedules).
+    schedules: tuple[Schedule, ...] = ()
 
 
 def api_of(request: Request) -> Api:

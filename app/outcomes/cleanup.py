@@ -5,7 +5,7 @@ blocked. Each run removes everything older than the cutoff, so a missed run is c
 the next one.
 
 Run it once, now, with `python -m app.outcomes.cleanup` (same environment as a worker); the
-periodic `cleanupJob` (app/actors/cleanup.py) runs it every day.
+`cleanupJob` (app/actors/cleanup.py) runs it every day (the `cleanup` schedule of schedules.toml).
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ SECURED = {
     (method, route.path)
     for route in ROUTES
     for method in route.methods or ()
-    if route.path.startswith(("/jobs", "/enqueue"))
+    if route.path.startswith(("/jobs", "/enqueue", "/schedules"))
 }
 
 
@@ -257,7 +257,7 @@ def test_each_operation_is_its_routes_declaration_with_what_its_access_answers()
             assert described["operationId"] == declared.operation_id
             statuses = set(described["responses"])
             assert {str(status) for status in declared.answers} <= statuses
-            protected = route.path.startswith(("/jobs", "/enqueue"))
+            protected = route.path.startswith(("/jobs", "/enqueue", "/schedules"))
             assert (declared.access is not None) == protected, route.path
             if protected:
                 assert described["security"] == [{"apiKey": []}]

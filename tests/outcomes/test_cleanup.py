@@ -1,10 +1,11 @@
 """Retention cleanup: only what is older than the retention goes, in bounded batches; runs are
-recorded and catch up; records expire on their own; the periodic actor is scheduled, runs late,
+recorded and catch up; records expire on their own; the daily schedule is listed, a late tick runs,
 and runs on demand (API and `python -m app.outcomes.cleanup`)."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -229,8 +230,9 @@ def test_cleanup_job_on_demand_and_a_late_periodic_tick_both_run(stack: Stack, r
     assert not present(redis_client, "ancient-1")["record"] and present(redis_client, "recent-1")["record"]
     first_run = int(status[b"lastRunAt"])
 
-    # A tick processed 10 minutes late (a backlog, a worker outage) still runs: periodiq's default
-    # skip_delay of 30 s would have skipped it silently.
+    # A cleanup sent as periodiq sends a periodic actor's tick, processed 10 minutes late (a
+    # backlog, a worker outage), still runs. (Its schedule, in schedules.toml, enqueues an ordinary
+    # job, which periodiq never skips; periodiq's default skip_delay of 30 s would skip this one.)
     late = send_periodic(redis_client, "cleanupJob", late_by_s=600)
     wait_until(lambda: api.state(late) == "succeeded", message="the late periodic cleanup to run")
     assert int(redis_client.hget(KEYS.cleanup_status(), "lastRunAt") or 0) > first_run
@@ -276,7 +278,9 @@ def test_periodiq_schedules_cleanup_job_daily_and_stops_on_sigterm(scheduler: An
     wait_until(lambda: "cleanupJob" in scheduler.log(), timeout=30, message="periodiq to list cleanupJob")
     listing = scheduler.log()
     line = next(line for line in listing.splitlines() if "cleanupJob" in line)
-    assert "@daily" in line and "app.actors.cleanup:cleanupJob@default" in line, listing
+    # The `cleanup` schedule of schedules.toml, and periodiq's listing of its actor.
+    assert "schedule cleanup: cleanupJob {} at '@daily' (UTC), next run " in line, listing
+    assert re.search(r"@daily \(UTC\) +app.scheduler:schedule:cleanup@default", listing), listing
     assert scheduler.alive()
     scheduler.signal(signal.SIGTERM)
     returncode = scheduler.wait(timeout=10)
