@@ -56,6 +56,8 @@ async def cancel_job(request: Request) -> Response:
         return JSONResponse({**body, "message": "Job canceled: it will not run"}, status_code=200)
     if answer is None and outcome == "canceled":
         message = "Cancel recorded, but the worker that fetched the job did not confirm in time: it may have started"
+    elif outcome == "canceled":
+        message = f"The job had started before the cancel: it is {body['state']}"
     else:
         message = "Job is running: its cancel is requested (context.job.cancelled())" + (
             " and it is being interrupted" if force == "true" else ""

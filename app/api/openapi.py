@@ -19,8 +19,9 @@ from starlette.routing import BaseRoute, Route
 
 from app.api.enqueue import MAX_IDEMPOTENCY_KEY
 from app.api.errors import CLIENT_GONE, RETRY_AFTER_S
-from app.broker.enqueue import MAX_DELAY_MS
+from app.broker.enqueue import MAX_DELAY_MS, MAX_RETRIES_LIMIT
 from app.jobs import JobRegistry
+from app.keys import PRIORITY_LEVELS
 from app.outcomes.record import DETAIL_WITH_DATA_FIELDS, FIELDS, MAX_TRACEBACK_CHARS, PUBLIC_FIELDS, STATES
 
 MAX_PAGE = 200
@@ -94,6 +95,13 @@ JOB_ID: Schema = {
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+}
+QUEUE_NAME: Schema = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "a declared queue (the queue of some job type)",
+    "schema": ref("QueueName"),
 }
 INCLUDE: Schema = {
     "name": "include",
@@ -231,7 +239,7 @@ def _state_email_rules(schema: Any) -> None:
         _state_email_rules(value)
 
 
-def _job_request(name: str) -> dict[str, Any]:
+def _job_request(name: str, queues: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
@@ -244,6 +252,23 @@ def _job_request(name: str) -> dict[str, Any]:
                 "minimum": 0,
                 "maximum": MAX_DELAY_MS,
                 "description": "run the job this many ms from now; null or 0 runs it now",
+            },
+            "priority": {
+                "type": ["string", "null"],
+                "enum": [*PRIORITY_LEVELS, None],
+                "description": "its priority level instead of the job type's: while several levels have jobs, "
+                "of every 10 a queue hands out 6 are high, 3 normal and 1 low",
+            },
+            "maxRetries": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": MAX_RETRIES_LIMIT,
+                "description": "its retries instead of the job type's (MAX_RETRIES by default)",
+            },
+            "queue": {
+                "type": ["string", "null"],
+                "enum": [*queues, None],
+                "description": "a declared queue instead of the job type's",
             },
         },
     }
@@ -300,6 +325,24 @@ def _object(**properties: Schema) -> Schema:
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
+def _queue() -> Schema:
+    """What GET /queues/{name} answers."""
+    count: Schema = {"type": "integer", "minimum": 0}
+    return _object(
+        name=ref("QueueName"),
+        ready={**count, "description": "jobs ready to run, every priority level"},
+        readyByPriority=_object(**{level: count for level in PRIORITY_LEVELS}),
+        delayed={**count, "description": "jobs delayed (delayMs) or waiting for their next retry"},
+        waiting={**count, "description": "jobs held back by their type's rate limit or waiting for a concurrency slot"},
+        running={**count, "description": "jobs live workers have fetched and not finished (prefetched ones included)"},
+        failed={**count, "description": "dead letters"},
+        oldestAgeSeconds={"type": "number", "minimum": 0, "description": "how long the oldest ready job has been "
+                          "ready to run; 0 when none is"},
+        paused={"type": "boolean", "description": "a paused queue hands out no job until it is resumed"},
+        pausedAt={"type": ["integer", "null"], "description": "when it was paused (ms since the epoch); null if not"},
+    )  # fmt: skip
+
+
 def _components(registry: JobRegistry, *, max_batch_jobs: int) -> Schema:
     """The schemas the operations refer to, those of the job types and the settings included."""
     names = registry.names()
@@ -326,7 +369,7 @@ def _components(registry: JobRegistry, *, max_batch_jobs: int) -> Schema:
             "oneOf": [ref(f"{name}Request") for name in names],
             "description": "one job: jobName picks the schema its data is validated against",
         },
-        **{f"{name}Request": _job_request(name) for name in names},
+        **{f"{name}Request": _job_request(name, registry.queues()) for name in names},
         "BatchRequest": {
             "type": "object",
             "required": ["jobs"],
@@ -359,6 +402,9 @@ def _components(registry: JobRegistry, *, max_batch_jobs: int) -> Schema:
         "JobRecord": _record(PUBLIC_FIELDS),
         "JobDetail": _record(DETAIL_WITH_DATA_FIELDS),
         "JobPage": _object(jobs={"type": "array", "items": ref("JobRecord")}, nextCursor={"type": ["string", "null"]}),
+        "QueueName": {"type": "string", "enum": registry.queues()},
+        "Queue": _queue(),
+        "QueueList": _object(queues={"type": "array", "items": ref("Queue")}),
         "Requeued": _object(requeued={"type": "integer"}),
         "Deleted": _object(deleted={"type": "integer"}),
         **_data_schemas(registry),

@@ -33,8 +33,9 @@ from app.middleware.current_job import CurrentJob
 
 #: How often the paused queues and this process's cancel requests are read.
 POLL_S = 0.1
-#: Cancels remembered for jobs this process may still hold (bounded: the oldest are forgotten).
-REMEMBERED_CANCELS = 100_000
+#: Cancels remembered for jobs this process may still hold, and starts for the cancel requests
+#: that arrive after a job ran (bounded: the oldest are forgotten).
+REMEMBERED = 100_000
 #: How long the API's wait for an answer is kept in Redis.
 ANSWER_TTL_S = 30
 #: Cancel requests read per poll.
@@ -57,7 +58,7 @@ class StartGate(Middleware):
         self.current_job = current_job
         self.paused: frozenset[str] = frozenset()
         self._canceled: OrderedDict[str, None] = OrderedDict()
-        self._started: set[str] = set()
+        self._started: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,21 +78,11 @@ class StartGate(Middleware):
             elif job_queue(message) in self.paused:
                 reason = PAUSED
             else:
-                self._started.add(message.message_id)
+                _remember(self._started, message.message_id)
                 return
         if isinstance(message, FetchedMessage):
             message.unstarted = reason
         raise NotStarted(f"job {message.message_id} not started: {reason}")
-
-    def after_process_message(
-        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
-    ) -> None:
-        with self._lock:
-            self._started.discard(message.message_id)
-
-    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        with self._lock:
-            self._started.discard(message.message_id)
 
     def _run(self, broker: Broker) -> None:
         mailbox = self.keys.cancel_requests(str(broker.broker_id))  # type: ignore[attr-defined]
@@ -123,13 +114,11 @@ class StartGate(Middleware):
             pipeline.execute()
 
     def decide(self, job_id: str, *, force: bool) -> str:
-        """A cancel request: STARTED if the job had started here (it is asked to stop, and with
-        `force` interrupted), else STOPPED: it will not start in this process."""
+        """A cancel request: STARTED if the job started here (if it still runs, it is asked to
+        stop, and with `force` interrupted), else STOPPED: it will not start in this process."""
         with self._lock:
             if job_id not in self._started:
-                self._canceled[job_id] = None
-                while len(self._canceled) > REMEMBERED_CANCELS:
-                    self._canceled.popitem(last=False)
+                _remember(self._canceled, job_id)
                 return STOPPED
         running = self.current_job.running(job_id)
         if running is not None:
@@ -138,6 +127,12 @@ class StartGate(Middleware):
                 self.logger.warning("Interrupting job %s: its cancel was forced.", job_id)
                 raise_thread_exception(running.thread_id, JobCanceled)
         return STARTED
+
+
+def _remember(ids: OrderedDict[str, None], job_id: str) -> None:
+    ids[job_id] = None
+    while len(ids) > REMEMBERED:
+        ids.popitem(last=False)
 
 
 def _text(value: Any) -> str:

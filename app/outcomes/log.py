@@ -110,6 +110,10 @@ class OutcomeLog:
                 "canceledAt",
                 "cancelRequestedAt",
                 "heldBy",
+                "progress",
+                "progressMessage",
+                "progressAt",
+                "result",
             ),
             ("HINCRBY", record, "requeues", 1),
             *self._leave(job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, CANCELED, RETRYING)),
@@ -260,7 +264,7 @@ class OutcomeLog:
         failed_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_ms / 1000))
         return [
             ("HSET", record, *fields),
-            ("HDEL", record, "nextRetryAt"),
+            ("HDEL", record, "nextRetryAt", "heldBy"),
             *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
             *self._enter(job_id, job_name, FAILED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
