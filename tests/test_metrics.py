@@ -114,6 +114,9 @@ def test_api_metrics_agree_with_the_outcome_records(workload: Workload) -> None:
     assert value(found, "taskqueue_queue_depth", queue="default", state="failed") == 1
     assert value(found, "taskqueue_queue_depth", queue="default", state="ready") == 0
     assert value(found, "taskqueue_queue_oldest_job_age_seconds", queue="default") == 0
+    assert value(found, "taskqueue_queue_depth", queue="default", state="waiting") == 0
+    assert value(found, "taskqueue_queue_depth", queue="default", state="running") == 0
+    assert value(found, "taskqueue_queue_paused", queue="default") == 0
     assert value(found, "taskqueue_workers_alive") == 2
     assert value(found, "taskqueue_cleanup_last_run_timestamp_seconds") == 0
     api = workload.stack.client(workload.api_base)
@@ -144,7 +147,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(workload: Wor
     wait_until(
         lambda: prometheus.query("count_over_time(taskqueue_workers_alive[1m]) >= 4"), timeout=30, message="scrapes"
     )
-    for title, expr in dashboard_queries(dashboard, {"job": "webhookJob"}, rate_interval="1m"):
+    for title, expr in dashboard_queries(dashboard, {"job": "webhookJob", "queue": "default"}, rate_interval="1m"):
         result = prometheus.wait_for_data(expr, timeout=20)
         values = [float(series["value"][1]) for series in result]
         assert values and not all(math.isnan(v) for v in values), f"panel {title!r} is empty: {expr} -> {values}"

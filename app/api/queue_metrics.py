@@ -6,7 +6,6 @@ count: they describe the queue, not the process.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -15,16 +14,20 @@ from prometheus_client import disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.broker.enqueue import RUNNABLE_AT
-from app.keys import Keys, delay_queue
+from app.api.queue_state import QueueReader, QueueState
+from app.keys import Keys
 from app.outcomes.record import now_ms
 
 # `_created` series double every counter's output for little use.
 disable_created_metrics()
 
+#: The states of taskqueue_queue_depth (attributes of a QueueState).
+DEPTH_STATES = ("ready", "delayed", "waiting", "running", "failed")
+
 
 class QueueCollector(Collector):
-    """taskqueue_jobs_enqueued_total, queue depth, oldest-job age, live workers, last cleanup."""
+    """taskqueue_jobs_enqueued_total, queue depth, oldest-job age, paused queues, live workers,
+    last cleanup."""
 
     def __init__(
         self,
@@ -33,11 +36,12 @@ class QueueCollector(Collector):
         keys: Keys,
         jobs: Iterable[tuple[str, str]],
         heartbeat_timeout_ms: int,
+        limited: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.client = client
         self.keys = keys
         self.jobs = sorted(set(jobs))
-        self.queues = sorted({queue for _, queue in self.jobs})
+        self.reader = QueueReader.for_jobs(keys, self.jobs, limited, heartbeat_timeout_ms=heartbeat_timeout_ms)
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
 
     def collect(self) -> Iterator[Metric]:
@@ -46,12 +50,18 @@ class QueueCollector(Collector):
             "New jobs accepted from any producer (retries not counted).",
             labels=("job", "queue"),
         )
-        depth = GaugeMetricFamily("taskqueue_queue_depth", "Jobs waiting, by state.", labels=("queue", "state"))
+        depth = GaugeMetricFamily(
+            "taskqueue_queue_depth",
+            "Jobs of a queue by state: ready (every priority level), delayed (also awaiting a retry), waiting "
+            "(for a rate limit or a concurrency slot), running (fetched by live workers), failed (dead letters).",
+            labels=("queue", "state"),
+        )
         oldest = GaugeMetricFamily(
             "taskqueue_queue_oldest_job_age_seconds",
-            "Age of the oldest ready job (0 when none).",
+            "Age of the oldest ready job of any priority level (0 when none).",
             labels=("queue",),
         )
+        paused = GaugeMetricFamily("taskqueue_queue_paused", "1 while a queue is paused, else 0.", labels=("queue",))
         workers = GaugeMetricFamily("taskqueue_workers_alive", "Worker processes with a fresh heartbeat.")
         cleanup = GaugeMetricFamily(
             "taskqueue_cleanup_last_run_timestamp_seconds",
@@ -68,13 +78,14 @@ class QueueCollector(Collector):
         counts = figures["enqueued"]
         for job, queue in sorted({*self.jobs, *counts}):
             enqueued.add_metric([job, queue], counts.get((job, queue), 0))
-        for queue in self.queues:
-            for state in ("ready", "delayed", "failed"):
-                depth.add_metric([queue, state], figures["depth"][queue][state])
-            oldest.add_metric([queue], figures["oldest"][queue])
+        for queue in figures["queues"]:
+            for state in DEPTH_STATES:
+                depth.add_metric([queue.name, state], getattr(queue, state))
+            oldest.add_metric([queue.name], queue.oldest_age_seconds)
+            paused.add_metric([queue.name], 1 if queue.paused else 0)
         workers.add_metric([], figures["workers"])
         cleanup.add_metric([], figures["cleanup"])
-        yield from (enqueued, depth, oldest, workers, cleanup, up)
+        yield from (enqueued, depth, oldest, paused, workers, cleanup, up)
 
     def _read(self) -> dict[str, Any]:
         now = now_ms()
@@ -82,37 +93,15 @@ class QueueCollector(Collector):
             pipeline.hgetall(self.keys.enqueued_counts())
             pipeline.zcount(self.keys.heartbeats(), now - self.heartbeat_timeout_ms, "+inf")
             pipeline.hget(self.keys.cleanup_status(), "lastRunAt")
-            for queue in self.queues:
-                pipeline.llen(self.keys.queue(queue))
-                pipeline.hlen(self.keys.queue_messages(delay_queue(queue)))
-                pipeline.zcard(self.keys.dead_letters(queue))
-                pipeline.lindex(self.keys.queue(queue), 0)
-            results = pipeline.execute()
+            pipeline.execute_command(*self.reader.command(now))
+            enqueued, workers, last_cleanup, queues = pipeline.execute()
         counts: dict[tuple[str, str], int] = {}
-        for field, value in results[0].items():
+        for field, value in enqueued.items():
             counts[self.keys.parse_enqueued_count_field(field.decode())] = int(value)
-        depth: dict[str, dict[str, int]] = {}
-        heads: dict[str, bytes | None] = {}
-        for i, queue in enumerate(self.queues):
-            ready, delayed, failed, head = results[3 + 4 * i : 7 + 4 * i]
-            depth[queue] = {"ready": int(ready), "delayed": int(delayed), "failed": int(failed)}
-            heads[queue] = head
-        oldest = {queue: self._age(queue, head, now) for queue, head in heads.items()}
-        last_cleanup = results[2]
+        states: list[QueueState] = self.reader.parse(queues, now)
         return {
             "enqueued": counts,
-            "depth": depth,
-            "oldest": oldest,
-            "workers": int(results[1]),
+            "queues": states,
+            "workers": int(workers),
             "cleanup": int(last_cleanup) / 1000 if last_cleanup else 0,
         }
-
-    def _age(self, queue: str, head: bytes | None, now: int) -> float:
-        if head is None:
-            return 0.0
-        body = self.client.hget(self.keys.queue_messages(queue), head)
-        if not body:
-            return 0.0
-        message = json.loads(body)
-        runnable_at = message.get("options", {}).get(RUNNABLE_AT) or message.get("message_timestamp", now)
-        return max(0.0, (now - int(runnable_at)) / 1000)

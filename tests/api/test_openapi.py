@@ -5,8 +5,8 @@ else: data the document allows is accepted (emails included: the document says w
 refused), data it does not is refused, and every status, header, content type and body is
 documented. Besides: no 5xx, and a refused request enqueues nothing. With the key, one request
 at a time, then the stateful phase, which follows the document's links from a new job to reading,
-retrying and deleting it. Without the key (none, or one schemathesis makes up): every /jobs and
-/enqueue operation answers 401 and enqueues nothing.
+retrying and deleting it. Without the key (none, or one schemathesis makes up): every /jobs,
+/enqueue and /queues operation answers 401 and enqueues nothing.
 """
 
 from __future__ import annotations
@@ -101,11 +101,13 @@ APP = _AppUnderTest(create_app(_settings("redis://127.0.0.1:1/0")))
 with_key = schemathesis.openapi.from_asgi("/openapi.json", APP, config=_config(with_key=True))
 without_key = schemathesis.openapi.from_asgi("/openapi.json", APP, config=_config(with_key=False))
 
+#: The routes that need a key.
+PROTECTED_PREFIXES = ("/jobs", "/enqueue", "/queues", "/schedules")
 SECURED = {
     (method, route.path)
     for route in ROUTES
     for method in route.methods or ()
-    if route.path.startswith(("/jobs", "/enqueue", "/schedules"))
+    if route.path.startswith(PROTECTED_PREFIXES)
 }
 
 
@@ -161,7 +163,7 @@ def test_with_the_key_every_answer_is_documented_and_refusals_enqueue_nothing(
 
 @without_key.parametrize()
 @HEALTH
-def test_without_the_key_every_jobs_and_enqueue_operation_answers_401(
+def test_without_the_key_every_protected_operation_answers_401(
     case: Any, app_under_test: _AppUnderTest, fuzz_client: redis.Redis
 ) -> None:
     before = enqueued(fuzz_client)
@@ -257,7 +259,7 @@ def test_each_operation_is_its_routes_declaration_with_what_its_access_answers()
             assert described["operationId"] == declared.operation_id
             statuses = set(described["responses"])
             assert {str(status) for status in declared.answers} <= statuses
-            protected = route.path.startswith(("/jobs", "/enqueue", "/schedules"))
+            protected = route.path.startswith(PROTECTED_PREFIXES)
             assert (declared.access is not None) == protected, route.path
             if protected:
                 assert described["security"] == [{"apiKey": []}]

@@ -29,11 +29,22 @@ CONTRACT = {
     "taskqueue_jobs_enqueued_total",
     "taskqueue_queue_depth",
     "taskqueue_queue_oldest_job_age_seconds",
+    "taskqueue_queue_paused",
     "taskqueue_workers_alive",
     "taskqueue_cleanup_last_run_timestamp_seconds",
     "taskqueue_http_requests_total",
     "taskqueue_http_request_duration_seconds",
 }
+#: The contract's metrics with a `queue` label: the overview shows them for the queues `$queue` picks.
+PER_QUEUE = CONTRACT - {
+    "taskqueue_outcome_log_errors_total",
+    "taskqueue_workers_alive",
+    "taskqueue_cleanup_last_run_timestamp_seconds",
+    "taskqueue_http_requests_total",
+    "taskqueue_http_request_duration_seconds",
+}
+#: Values for every dashboard variable.
+VARIABLES = {"job": "emailJob", "queue": ".*"}
 HISTOGRAMS = {"taskqueue_job_duration_seconds", "taskqueue_job_wait_seconds", "taskqueue_http_request_duration_seconds"}
 
 RANGE_FUNCTION = re.compile(r"\b(rate|irate|increase|delta|idelta|\w+_over_time)\s*\(")
@@ -90,8 +101,26 @@ def test_panel_is_complete(panel: dict[str, Any]) -> None:
 
 
 def test_overview_shows_every_contract_metric() -> None:
-    exprs = " ".join(expr for _, expr in dashboard_queries(GRAFANA / "dashboards" / "overview.json"))
+    exprs = " ".join(expr for _, expr in dashboard_queries(GRAFANA / "dashboards" / "overview.json", VARIABLES))
     assert CONTRACT - metric_names(exprs) == set()
+
+
+def test_overview_filters_every_queue_figure_by_queue() -> None:
+    dashboard = load(GRAFANA / "dashboards" / "overview.json")
+    [variable] = [v for v in dashboard["templating"]["list"] if v["name"] == "queue"]
+    assert variable["type"] == "query" and variable["datasource"]["uid"] == DATASOURCE_UID
+    assert variable["query"] == "label_values(taskqueue_queue_depth, queue)"
+    assert variable["multi"] and variable["includeAll"] and variable["allValue"] == ".*"
+    for title, expr in dashboard_queries(GRAFANA / "dashboards" / "overview.json", {"queue": "QUEUE"}):
+        for match in re.finditer(r"(taskqueue_\w+)(\{[^}]*\})?", expr):
+            if re.sub(r"_(bucket|sum|count)$", "", match.group(1)) in PER_QUEUE:
+                assert 'queue=~"QUEUE"' in (match.group(2) or ""), f"{title}: not filtered by $queue: {expr}"
+
+
+def test_overview_shows_which_queues_are_paused() -> None:
+    panels = {panel["title"]: panel for panel in panels_of(GRAFANA / "dashboards" / "overview.json")}
+    [target] = panels["Paused queues"]["targets"]
+    assert "taskqueue_queue_paused" in target["expr"] and "by (queue)" in target["expr"]
 
 
 def test_job_type_dashboard_filters_by_job() -> None:
@@ -147,7 +176,7 @@ def test_compose_mounts_what_the_deploy_files_expect() -> None:
 
 def test_dashboard_queries_substitutes_every_variable() -> None:
     for path in DASHBOARDS:
-        for title, expr in dashboard_queries(path, {"job": "emailJob"}):
+        for title, expr in dashboard_queries(path, VARIABLES):
             assert "$" not in expr, f"{path.name}: {title}: {expr}"
     with pytest.raises(KeyError, match=r"\$job"):
         dashboard_queries(GRAFANA / "dashboards" / "job-type.json")
@@ -157,7 +186,7 @@ def test_every_query_is_valid_promql() -> None:
     errors = []
     with PrometheusServer() as prometheus:
         for path in DASHBOARDS:
-            for title, expr in dashboard_queries(path, {"job": "emailJob"}):
+            for title, expr in dashboard_queries(path, VARIABLES):
                 try:
                     prometheus.query(expr)
                 except PrometheusQueryError as error:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -235,12 +235,14 @@ class Stack:
         processes: int = 1,
         threads: int = 4,
         shutdown_timeout_ms: int = 20_000,
+        queues: Sequence[str] | None = None,
         **env: str,
     ) -> Service:
+        """`queues`: only these queues (Dramatiq's --queues), else every declared one."""
         service = self._start(
             name,
             [str(VENV_BIN / "dramatiq"), "app.actors", "--processes", str(processes), "--threads", str(threads),
-             "--worker-shutdown-timeout", str(shutdown_timeout_ms)],
+             "--worker-shutdown-timeout", str(shutdown_timeout_ms), *(["--queues", *queues] if queues else [])],
             env,
         )  # fmt: skip
         wait_until(
