@@ -66,6 +66,10 @@ class Keys:
         base = f"{self.namespace}:idx:{state}"
         return f"{base}:{job_name}" if job_name else base
 
+    def state_index_prefix(self, state: str) -> str:
+        """What a state's per-job-type indexes start with (the job name follows)."""
+        return f"{self.state_index(state)}:"
+
     def all_index(self, job_name: str | None = None) -> str:
         return self.state_index("all", job_name)
 
@@ -81,6 +85,15 @@ class Keys:
     def parse_enqueued_count_field(field: str) -> tuple[str, str]:
         job_name, _, queue = field.partition("|")
         return job_name, queue
+
+    def minute_counts(self, minute: int) -> str:
+        """Hash of outcome -> how many (succeeded, retried, failed) in one minute (`minute`: ms // 60,000),
+        bumped by each outcome write; the console's charts read them."""
+        return f"{self.namespace}:stats:minute:{minute}"
+
+    def console_bulk(self, operation_id: str) -> str:
+        """Hash of a console bulk action's progress (what, how many done, finished or not)."""
+        return f"{self.namespace}:console:bulk:{operation_id}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.namespace}:idem:{key}"

@@ -33,7 +33,9 @@ from app.outcomes.record import (
 
 _STATE_NAMES = {"RUNNING": RUNNING, "SUCCEEDED": SUCCEEDED, "FAILED": FAILED, "SKIPPED": SKIPPED, "CANCELED": CANCELED}
 RUNNING_SCRIPT = lua("running", **_STATE_NAMES)
-SUCCEEDED_SCRIPT = lua("succeeded", **_STATE_NAMES)
+#: How long a minute's outcome counts are kept (the console charts the last day).
+MINUTE_COUNTS_TTL_SECONDS = 25 * 3600
+SUCCEEDED_SCRIPT = lua("succeeded", MINUTE_COUNTS_TTL=MINUTE_COUNTS_TTL_SECONDS, **_STATE_NAMES)
 DELIVERIES_SCRIPT = lua("deliveries")
 PROGRESS_SCRIPT = lua("progress", **_STATE_NAMES)
 CANCEL_SCRIPT = lua("cancel", QUEUED=QUEUED, RETRYING=RETRYING, **_STATE_NAMES)
@@ -182,6 +184,7 @@ class OutcomeLog:
             *self._leave(job_id, job_name, (RUNNING,)),
             *self._enter(job_id, job_name, RETRYING, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
+            *self._counted("retried", at_ms),
         ]  # fmt: skip
         return ("EVAL", UNLESS_SUPERSEDED, 1, record, attempt, *flatten(commands))
 
@@ -206,7 +209,10 @@ class OutcomeLog:
         optional: tuple[Any, ...] = () if attempt is None else (attempt,)
         if result_json:
             optional = ("" if attempt is None else attempt, result_json)
-        return ("EVAL", SUCCEEDED_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args, *optional)
+        counts = self.keys.minute_counts(at_ms // 60_000)
+        return (
+            "EVAL", SUCCEEDED_SCRIPT, 2 + len(indexes), self.keys.job(job_id), *indexes, counts, *args, *optional,
+        )  # fmt: skip
 
     def progress(self, *, job_id: str, attempt: int, value: float, message: str, at_ms: int) -> Command:
         """A running attempt's progress (a percentage, and a message: '' for none). Written only
@@ -271,6 +277,7 @@ class OutcomeLog:
             ("HSET", compat, "jobId", job_id, "jobName", job_name, "data", data_json, "error", error,
              "attempts", attempts, "failedAt", at_ms, "time", failed_at),
             ("EXPIRE", compat, self.retention_seconds),
+            *self._counted("failed", at_ms),
         ]  # fmt: skip
 
     def counted_execution(self, job_id: str) -> Command:
@@ -283,6 +290,11 @@ class OutcomeLog:
             commands.append(("ZREM", self.keys.state_index(state), job_id))
             commands.append(("ZREM", self.keys.state_index(state, job_name), job_id))
         return commands
+
+    def _counted(self, outcome: str, at_ms: int) -> list[Command]:
+        """One more `outcome` in the counts of the minute of `at_ms` (the console's charts)."""
+        counts = self.keys.minute_counts(at_ms // 60_000)
+        return [("HINCRBY", counts, outcome, 1), ("EXPIRE", counts, MINUTE_COUNTS_TTL_SECONDS)]
 
     def _indexes(self, job_name: str, states: Iterable[str]) -> list[str]:
         """The global and per-job-type index of each state, in that order."""

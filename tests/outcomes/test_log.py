@@ -20,7 +20,7 @@ from app.broker.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
 from app.connection.commands import coalesce
 from app.jobs import JobRegistry, JobType
 from app.keys import Keys
-from app.outcomes.log import ENQUEUE_SCRIPT, OutcomeLog
+from app.outcomes.log import ENQUEUE_SCRIPT, MINUTE_COUNTS_TTL_SECONDS, OutcomeLog
 from app.outcomes.record import NEW_JOB_FIELDS, QUEUED_FIELDS
 from app.settings import Settings
 from tests.support.redis_state import Entry, dump, run_multi
@@ -136,9 +136,15 @@ def test_succeeded_moves_the_job_to_the_succeeded_indexes(state: str, started: b
         # Left too: a start known to have been written cleared it (the seeded record has one).
         fields["nextRetryAt"] = 6
     # Whichever index held the job (running; queued or retrying unless known to have started)
-    # holds it no more.
-    assert dump(client) == {JOB: record(**fields), **indexes("succeeded", "webhookJob", ("j1", at * 1000))}
+    # holds it no more. The minute's outcome counts (the console's charts) count it, for a day and more.
+    counts = f"taskqueue:stats:minute:{at // 60_000}"
+    assert dump(client) == {
+        JOB: record(**fields),
+        **indexes("succeeded", "webhookJob", ("j1", at * 1000)),
+        counts: ("hash", {"succeeded": "1"}, True),
+    }
     assert_retention(client, JOB)
+    assert 24 * 3600 < client.ttl(counts) <= MINUTE_COUNTS_TTL_SECONDS
 
 
 # ----- a new job's enqueue -----
