@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     registry = load_job_types(settings.job_modules) if job_registry is None else job_registry
     loaded_schedules = load_schedules(settings, registry)
     keys = Keys(namespace=settings.namespace)
-    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
+    log = OutcomeLog.for_settings(keys, settings)
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)
     client = make_async_client(settings)
     metrics_registry = CollectorRegistry()
@@ -89,7 +89,12 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
         keys=keys,
         enqueuer=enqueuer,
         client=client,
-        batcher=WriteBatcher(client, timeout_s=REDIS_DEADLINE_S),
+        batcher=WriteBatcher(
+            client,
+            timeout_s=REDIS_DEADLINE_S,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        ),
         store=JobStore(client=client, keys=keys, log=log, enqueuer=enqueuer),
         metrics_registry=metrics_registry,
         http_metrics=HttpMetrics(metrics_registry),

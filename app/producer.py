@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = make_client(settings)
     keys = Keys(namespace=settings.namespace)
-    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
+    log = OutcomeLog.for_settings(keys, settings)
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)
     ids_out = open(args.ids_out, "a") if args.ids_out else None  # noqa: SIM115 - closed below
     producer = Producer(

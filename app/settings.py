@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from app.errors import SettingsError
 
@@ -18,6 +18,10 @@ T = TypeVar("T")
 # An unreachable Redis must fail a request in seconds, never hang it.
 REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_SOCKET_TIMEOUT_S = 5.0
+#: Sentinels listen on this port unless REDIS_SENTINELS names another.
+SENTINEL_PORT = 26379
+#: The longest REDIS_WAIT_TIMEOUT_MS: the enqueue's write and its WAIT stay within the API's 4 s deadline.
+MAX_WAIT_TIMEOUT_MS = 3_000
 
 
 @dataclass(frozen=True, repr=False)
@@ -26,6 +30,14 @@ class Settings:
 
     redis_url: str = "redis://localhost:6379/0"
     redis_url_is_default: bool = True
+    #: Sentinels that name the master, as (host, port); empty: REDIS_URL's host is the Redis.
+    #: With sentinels, REDIS_URL gives only the database, the credentials, TLS and the options.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = field(default="", repr=False)
+    #: Replicas an enqueue waits for (WAIT) before it answers 2xx; 0: it does not wait.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1_000
     api_key: str = field(default="", repr=False)
     api_readonly_key: str = field(default="", repr=False)
     api_port: int = 3002
@@ -44,6 +56,12 @@ class Settings:
     max_crash_deliveries: int = 3
     worker_prefetch: int = 64
     log_retention_seconds: int = 7 * 86_400
+    #: How long succeeded and failed records are kept (0: LOG_RETENTION_SECONDS).
+    succeeded_retention_seconds: int = 0
+    failed_retention_seconds: int = 0
+    #: At most this many succeeded / failed records are kept, the oldest going first (0: no cap).
+    max_succeeded_records: int = 0
+    max_failed_records: int = 0
     cleanup_batch_size: int = 500
     idempotency_ttl_seconds: int = 86_400
     max_body_bytes: int = 1_048_576
@@ -66,9 +84,18 @@ class Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         redis_url, is_default = _redis_url(env, reader)
+        sentinels = _sentinels(env)
         values: dict[str, Any] = {
             "redis_url": redis_url,
             "redis_url_is_default": is_default,
+            "redis_sentinels": sentinels,
+            "redis_sentinel_master": _sentinel_master(env, sentinels, redis_url),
+            "redis_sentinel_password": env.get("REDIS_SENTINEL_PASSWORD", ""),
+            "redis_wait_replicas": reader.integer("REDIS_WAIT_REPLICAS", cls.redis_wait_replicas, low=0, high=100),
+            # Below the API's 4 s deadline for a write (app/api/errors.py), WAIT included.
+            "redis_wait_timeout_ms": reader.integer(
+                "REDIS_WAIT_TIMEOUT_MS", cls.redis_wait_timeout_ms, low=1, high=MAX_WAIT_TIMEOUT_MS
+            ),
             "api_key": env.get("API_KEY", "").strip(),
             "api_readonly_key": env.get("API_READONLY_KEY", "").strip(),
             "api_port": reader.integer("API_PORT", cls.api_port, low=1, high=65_535),
@@ -91,6 +118,12 @@ class Settings:
             "max_crash_deliveries": reader.integer("MAX_CRASH_DELIVERIES", cls.max_crash_deliveries, low=1),
             "worker_prefetch": reader.integer("WORKER_PREFETCH", cls.worker_prefetch, low=1, high=65_535),
             "log_retention_seconds": reader.integer("LOG_RETENTION_SECONDS", cls.log_retention_seconds, low=1),
+            "succeeded_retention_seconds": reader.integer(
+                "SUCCEEDED_RETENTION_SECONDS", cls.succeeded_retention_seconds, low=0
+            ),
+            "failed_retention_seconds": reader.integer("FAILED_RETENTION_SECONDS", cls.failed_retention_seconds, low=0),
+            "max_succeeded_records": reader.integer("MAX_SUCCEEDED_RECORDS", cls.max_succeeded_records, low=0),
+            "max_failed_records": reader.integer("MAX_FAILED_RECORDS", cls.max_failed_records, low=0),
             "cleanup_batch_size": reader.integer("CLEANUP_BATCH_SIZE", cls.cleanup_batch_size, low=1),
             "idempotency_ttl_seconds": reader.integer("IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds, low=1),
             "max_body_bytes": reader.integer("MAX_BODY_BYTES", cls.max_body_bytes, low=1_024),
@@ -138,7 +171,7 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
 
-_SECRETS = frozenset({"api_key", "api_readonly_key", "webhook_secret"})
+_SECRETS = frozenset({"api_key", "api_readonly_key", "webhook_secret", "redis_sentinel_password"})
 _URLS = frozenset({"redis_url", "smtp_url"})
 
 
@@ -159,11 +192,67 @@ def _redis_url(env: Mapping[str, str], reader: _Reader) -> tuple[str, bool]:
             f"REDIS_URL={shown!r} is not a Redis URL: use redis://[:password@]host:port/db or rediss:// for TLS"
         )
     _require_port(parts, f"REDIS_URL={shown!r} has an invalid port: use a number from 1 to 65535")
+    parts = _with_credentials(env, parts, shown)
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_connect_timeout", str(REDIS_CONNECT_TIMEOUT_S))
     query.setdefault("socket_timeout", str(REDIS_SOCKET_TIMEOUT_S))
     query.setdefault("health_check_interval", "30")
     return urlunsplit(parts._replace(query=urlencode(query))), is_default
+
+
+def _with_credentials(env: Mapping[str, str], parts: SplitResult, shown: str) -> SplitResult:
+    """REDIS_USERNAME and REDIS_PASSWORD (the data nodes' credentials) put into the URL, where
+    every client reads them; a URL with credentials of its own keeps them, and both is an error."""
+    username, password = env.get("REDIS_USERNAME", ""), env.get("REDIS_PASSWORD", "")
+    if not (username or password):
+        return parts
+    if parts.username or parts.password:
+        raise SettingsError(
+            f"REDIS_URL={shown!r} has credentials and REDIS_USERNAME or REDIS_PASSWORD is set too: "
+            "give them in one place"
+        )
+    userinfo = f"{quote(username, safe='')}:{quote(password, safe='')}@"
+    return parts._replace(netloc=userinfo + parts.netloc)
+
+
+def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """REDIS_SENTINELS: host:port, comma-separated ([v6::address]:port for IPv6; the port defaults to 26379)."""
+    raw = env.get("REDIS_SENTINELS", "")
+    found = []
+    for item in (entry.strip() for entry in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(f"//{item}")
+        try:
+            port = SENTINEL_PORT if parts.port is None else parts.port
+        except ValueError:
+            port = 0
+        if not parts.hostname or not 1 <= port <= 65_535 or parts.path or "@" in item:
+            raise SettingsError(
+                f"REDIS_SENTINELS entry {item!r} is not valid: expected host:port (like sentinel-1:26379), "
+                "comma-separated"
+            )
+        found.append((parts.hostname, port))
+    return tuple(found)
+
+
+def _sentinel_master(env: Mapping[str, str], sentinels: tuple[tuple[str, int], ...], redis_url: str) -> str:
+    name = env.get("REDIS_SENTINEL_MASTER", "").strip()
+    if sentinels and not name:
+        raise SettingsError(
+            "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: give the name the sentinels monitor the "
+            "master under (`sentinel monitor <name> ...` in their configuration)"
+        )
+    if name and not sentinels:
+        raise SettingsError(
+            f"REDIS_SENTINEL_MASTER={name!r} is set but REDIS_SENTINELS is not: list the sentinels (host:port,...)"
+        )
+    if sentinels and urlsplit(redis_url).scheme == "unix":
+        raise SettingsError(
+            "REDIS_URL is a unix socket and REDIS_SENTINELS is set: the sentinels name a host and port, "
+            "so use redis:///<db> (or rediss:///<db>) with them"
+        )
+    return name
 
 
 def _require_port(parts: SplitResult, message: str) -> None:

@@ -89,7 +89,7 @@ def build_middleware(
 def create_broker(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
     """The broker for these settings, with our middleware, not yet connected."""
     keys = Keys(namespace=settings.namespace)
-    log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
+    log = OutcomeLog.for_settings(keys, settings)
     client = make_client(settings)
     writes = WorkerWrites(client)
     return TaskQueueBroker(

@@ -168,7 +168,8 @@ class OutcomeRecorder(Middleware):
                     started=delivery_key(message) not in self._uncounted,
                     result_json=verdict.result_json,
                     **ids,
-                )
+                ),
+                *self.log.trimmed(SUCCEEDED),  # after it: the cap holds with this one counted
             ]
         elif verdict.state == RETRYING:
             commands = [

@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import redis
@@ -24,7 +24,8 @@ from app.connection.clients import make_client
 from app.errors import SettingsError
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
-from app.outcomes.record import STATES, now_ms
+from app.outcomes.log import OutcomeLog
+from app.outcomes.record import FAILED, STATES, now_ms
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,20 +48,27 @@ def run(
     retention_seconds: int,
     batch_size: int,
     at_ms: int | None = None,
+    state_retention: Mapping[str, int] | None = None,
 ) -> CleanupReport:
-    """Remove what is older than the retention and record when this ran and what it removed."""
+    """Remove what is older than the retention (of its state, for those in `state_retention`)
+    and record when this ran and what it removed."""
     started = time.monotonic()
     at_ms = now_ms() if at_ms is None else at_ms
+    retention = dict(state_retention or {})
     cutoff_ms = at_ms - retention_seconds * 1000
     report = CleanupReport()
     names = list(job_names)
     for state in (*STATES, "all"):
         deletes_records = state != "all"  # "all" is ordered by enqueue time: the job may still be alive
+        # The all index keeps an entry as long as the longest retention keeps a record.
+        kept_s = max([retention_seconds, *retention.values()]) if state == "all" else retention.get(state)
+        state_cutoff = cutoff_ms if kept_s is None else at_ms - kept_s * 1000
         for name in (None, *names):
             index = keys.state_index(state, name)
-            _trim_index(client, keys, index, cutoff_ms, batch_size, deletes_records and name is None, report)
+            _trim_index(client, keys, index, state_cutoff, batch_size, deletes_records and name is None, report)
+    dead_letter_cutoff = at_ms - retention.get(FAILED, retention_seconds) * 1000
     for queue in queues:
-        _trim_dead_letters(client, keys, queue, cutoff_ms, batch_size, report)
+        _trim_dead_letters(client, keys, queue, dead_letter_cutoff, batch_size, report)
     report.duration_ms = int((time.monotonic() - started) * 1000)
     client.hset(
         keys.cleanup_status(),
@@ -86,6 +94,7 @@ def run_with(settings: Settings, client: redis.Redis, registry: JobRegistry) -> 
         queues=registry.queues(),
         retention_seconds=settings.log_retention_seconds,
         batch_size=settings.cleanup_batch_size,
+        state_retention=OutcomeLog.for_settings(Keys(namespace=settings.namespace), settings).state_retention,
     )
 
 

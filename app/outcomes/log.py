@@ -8,13 +8,13 @@ in one round trip. A worker's two writes per job, `running` and `succeeded`, are
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.connection.commands import Command, block_script
 from app.connection.scripts import flatten, lua, lua_list
-from app.keys import Keys
+from app.keys import DEAD_LETTER_SUFFIX, MESSAGES_SUFFIX, Keys
 from app.outcomes.record import (
     CANCELED,
     FAILED,
@@ -30,6 +30,7 @@ from app.outcomes.record import (
     SUCCEEDED,
     index_score,
 )
+from app.settings import Settings
 
 _STATE_NAMES = {"RUNNING": RUNNING, "SUCCEEDED": SUCCEEDED, "FAILED": FAILED, "SKIPPED": SKIPPED, "CANCELED": CANCELED}
 RUNNING_SCRIPT = lua("running", **_STATE_NAMES)
@@ -50,12 +51,56 @@ ENQUEUE_ONCE_SCRIPT = lua("wake_up", "enqueue_jobs", "enqueue_once", **_ENQUEUE_
 SCHEDULE_RUN_SCRIPT = lua("wake_up", "enqueue_jobs", "schedule_run", **_ENQUEUE_VALUES)
 
 
+#: A finished job over its state's cap removes at most this many of the oldest records at once.
+TRIM_AT_MOST = 100
+TRIM_STATE_SCRIPT = lua("trim_state")
+
+
 @dataclass(frozen=True)
 class OutcomeLog:
     """Builds the commands of each state transition."""
 
     keys: Keys
+    #: How long a record is kept, unless its final state has a retention of its own.
     retention_seconds: int
+    #: Final state -> how long its records are kept (succeeded and failed can differ).
+    state_retention: Mapping[str, int] = field(default_factory=dict)
+    #: Final state -> at most how many records are kept in it (the oldest go first).
+    caps: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_settings(cls, keys: Keys, settings: Settings) -> OutcomeLog:
+        return cls(
+            keys=keys,
+            retention_seconds=settings.log_retention_seconds,
+            state_retention={
+                SUCCEEDED: settings.succeeded_retention_seconds or settings.log_retention_seconds,
+                FAILED: settings.failed_retention_seconds or settings.log_retention_seconds,
+            },
+            caps={
+                state: cap
+                for state, cap in ((SUCCEEDED, settings.max_succeeded_records), (FAILED, settings.max_failed_records))
+                if cap
+            },
+        )
+
+    def retention_of(self, state: str) -> int:
+        """How long a record in this state is kept (s)."""
+        return self.state_retention.get(state, self.retention_seconds)
+
+    def trimmed(self, state: str) -> list[Command]:
+        """What keeps the records of a final state within its cap (nothing when it has none)."""
+        cap = self.caps.get(state)
+        if not cap:
+            return []
+        keys = self.keys
+        return [
+            (
+                "EVAL", TRIM_STATE_SCRIPT, 0, keys.state_index(state), cap, TRIM_AT_MOST, keys.job_prefix(),
+                keys.state_index_prefix(state), keys.all_index(), keys.state_index_prefix("all"),
+                keys.failed_job_compat(""), keys.queue(""), DEAD_LETTER_SUFFIX, MESSAGES_SUFFIX,
+            )
+        ]  # fmt: skip
 
     # ----- transitions -----
     def queued_values(
@@ -205,7 +250,7 @@ class OutcomeLog:
         finished jobs only). `result_json`: what the job returned ('' for none), in the same write."""
         left = (RUNNING,) if started else (RUNNING, QUEUED, RETRYING)
         indexes = self._indexes(job_name, (SUCCEEDED, *left))
-        args = (job_id, duration_ms, at_ms, index_score(at_ms), self.retention_seconds)
+        args = (job_id, duration_ms, at_ms, index_score(at_ms), self.retention_of(SUCCEEDED))
         optional: tuple[Any, ...] = () if attempt is None else (attempt,)
         if result_json:
             optional = ("" if attempt is None else attempt, result_json)
@@ -273,10 +318,11 @@ class OutcomeLog:
             ("HDEL", record, "nextRetryAt", "heldBy"),
             *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
             *self._enter(job_id, job_name, FAILED, index_score(at_ms)),
-            ("EXPIRE", record, self.retention_seconds),
+            ("EXPIRE", record, self.retention_of(FAILED)),
             ("HSET", compat, "jobId", job_id, "jobName", job_name, "data", data_json, "error", error,
              "attempts", attempts, "failedAt", at_ms, "time", failed_at),
-            ("EXPIRE", compat, self.retention_seconds),
+            ("EXPIRE", compat, self.retention_of(FAILED)),
+            *self.trimmed(FAILED),
             *self._counted("failed", at_ms),
         ]  # fmt: skip
 

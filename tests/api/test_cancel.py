@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from tests.support import flow_jobs
+from tests.support import flow_log
 from tests.support.services import Stack, wait_until
 
 FLOW = {"JOB_MODULES": "tests.support.flow_jobs"}
@@ -42,7 +42,7 @@ def test_a_cancel_racing_a_fetch_never_lets_a_canceled_job_run(stack: Stack, red
         timeout=60,
         message="every raced job to end",
     )
-    started = {job_id for _, job_id, _ in flow_jobs.starts(redis_client, "orderJob")}
+    started = {job_id for _, job_id, _ in flow_log.starts(redis_client, "orderJob")}
     assert not started & set(canceled), f"{len(started & set(canceled))} jobs ran after a 200 cancel"
     assert all(api.state(job_id) == "canceled" for job_id in canceled)
     assert canceled and others, f"one side won every race ({len(canceled)} canceled): nothing raced"
@@ -75,7 +75,7 @@ def test_cancel_of_a_delayed_job_and_a_running_one_and_refusals(stack: Stack, re
     # No dead letter for a canceled job; the delayed one never started.
     assert redis_client.zcard("dramatiq:flow.XQ") == 0
     wait_until(lambda: True)
-    assert delayed not in {job_id for _, job_id, _ in flow_jobs.starts(redis_client)}
+    assert delayed not in {job_id for _, job_id, _ in flow_log.starts(redis_client)}
     # Refusals: finished, unknown, bad force, read-only key.
     done = api.enqueue("orderJob", {})
     wait_until(lambda: api.state(done) == "succeeded", message="a finished job")

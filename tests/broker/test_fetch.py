@@ -1,6 +1,6 @@
 """The fetch decides starts in Redis (app/broker/fetch.py, app/connection/lua/fetch.lua):
 priorities across the whole queue, concurrency and rate limits across workers, paused queues.
-Real API and worker processes on a private Redis; job types of tests/support/flow_jobs.py."""
+Real API and worker processes on a private Redis; job types of tests/support/flow_log.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from app.keys import Keys
-from tests.support import flow_jobs
+from tests.support import flow_log
 from tests.support.services import Stack, wait_until
 
 FLOW = {"JOB_MODULES": "tests.support.flow_jobs"}
@@ -41,8 +41,8 @@ def test_a_high_job_starts_next_behind_a_backlog_and_low_jobs_still_get_turns(
     high = api.enqueue("orderJob", {}, priority="high")
     assert api.job(high)["priority"] == "high" and api.job(backlog[0])["priority"] == "normal"
     stack.worker(processes=1, threads=1, **FLOW)
-    wait_until(lambda: len(flow_jobs.starts(redis_client)) >= 40, timeout=60, message="40 starts")
-    order = [job_id for _, job_id, _ in flow_jobs.starts(redis_client)]
+    wait_until(lambda: len(flow_log.starts(redis_client)) >= 40, timeout=60, message="40 starts")
+    order = [job_id for _, job_id, _ in flow_log.starts(redis_client)]
     # Within the first fetch: the high job first; the low one within the first 10 (its turn).
     assert order[0] == high, order[:5]
     assert low in order[:10], "the low job waited for the whole backlog"
@@ -58,7 +58,7 @@ def test_concurrency_limit_holds_across_two_workers_without_using_retries(
     stack.worker("worker-b", processes=1, threads=8, **FLOW)
     ids = enqueue_many(api, [{"jobName": "limitedJob", "data": {"sleepMs": 100}} for _ in range(30)])
     wait_until(lambda: succeeded(api, ids), timeout=60, message="30 limited jobs to succeed")
-    assert int(redis_client.get(flow_jobs.MOST_AT_ONCE) or 0) == 3
+    assert int(redis_client.get(flow_log.MOST_AT_ONCE) or 0) == 3
     records = [api.job(job_id) for job_id in ids]
     assert {r["attempts"] for r in records} == {1} and {r["executions"] for r in records} == {1}
     assert redis_client.zcard(KEYS.slots("limitedJob")) == 0  # every slot given back
@@ -69,8 +69,8 @@ def test_rate_limit_holds_within_ten_percent_over_five_seconds(stack: Stack, red
     api = stack.client(base)
     stack.worker(processes=2, threads=4, **FLOW)
     ids = enqueue_many(api, [{"jobName": "rateJob", "data": {}} for _ in range(70)])
-    wait_until(lambda: len(flow_jobs.starts(redis_client, "rateJob")) >= 60, timeout=30, message="60 starts")
-    times = sorted(at for _, _, at in flow_jobs.starts(redis_client, "rateJob"))
+    wait_until(lambda: len(flow_log.starts(redis_client, "rateJob")) >= 60, timeout=30, message="60 starts")
+    times = sorted(at for _, _, at in flow_log.starts(redis_client, "rateJob"))
     first = times[0]
     in_five_seconds = sum(1 for at in times if at < first + 5000)
     assert 45 <= in_five_seconds <= 55, (in_five_seconds, [t - first for t in times])
@@ -87,7 +87,7 @@ def test_rate_limit_per_key_counts_each_host_apart(stack: Stack, redis_client: r
     jobs = [{"jobName": "hostRateJob", "data": {"host": host}} for host in ("a", "b") for _ in range(4)]
     ids = enqueue_many(api, jobs)
     wait_until(lambda: succeeded(api, ids), timeout=30, message="per-host jobs")
-    starts = {job_id: at for _, job_id, at in flow_jobs.starts(redis_client, "hostRateJob")}
+    starts = {job_id: at for _, job_id, at in flow_log.starts(redis_client, "hostRateJob")}
     first = min(starts.values())
     for host_ids in (ids[:4], ids[4:]):
         at_once = sorted(starts[job_id] - first for job_id in host_ids)
@@ -107,7 +107,7 @@ def test_a_killed_workers_concurrency_slot_comes_back(stack: Stack, redis_client
     stack.worker("rescuer", processes=1, threads=2, **FLOW)
     # The heartbeat timeout is 2 s here: the slot's lease ends, the dead worker's job comes back
     # (and holds the slot again), and the waiting job runs once that one is canceled.
-    wait_until(lambda: len(flow_jobs.starts(redis_client, "singleJob")) >= 2, timeout=20, message="a redelivery")
+    wait_until(lambda: len(flow_log.starts(redis_client, "singleJob")) >= 2, timeout=20, message="a redelivery")
     assert time.monotonic() - killed_at < 2 + 8
     response = api.http.post(f"/jobs/{stuck}/cancel")
     assert response.status_code == 202, response.text
@@ -120,19 +120,19 @@ def test_pause_stops_starts_within_a_second_and_resume_drains(stack: Stack, redi
     api = stack.client(base)
     worker = stack.worker(processes=1, threads=4, **FLOW)
     ids = enqueue_many(api, [{"jobName": "slowJob", "data": {"sleepMs": 50}} for _ in range(300)])
-    wait_until(lambda: len(flow_jobs.starts(redis_client, "slowJob")) >= 20, message="work to be going")
+    wait_until(lambda: len(flow_log.starts(redis_client, "slowJob")) >= 20, message="work to be going")
     response = api.http.post("/queues/flow/pause")
     assert response.status_code == 200, response.text
     paused_at = int(time.time() * 1000)
     later = enqueue_many(api, [{"jobName": "slowJob", "data": {}} for _ in range(20)])  # accepted meanwhile
     time.sleep(2.0)  # a span of time with no starts is what is measured
-    late_starts = [at for _, _, at in flow_jobs.starts(redis_client, "slowJob") if at > paused_at + 1000]
+    late_starts = [at for _, _, at in flow_log.starts(redis_client, "slowJob") if at > paused_at + 1000]
     assert late_starts == [], f"{len(late_starts)} jobs started more than 1 s after the pause"
     worker.signal(signal.SIGTERM)  # paused state survives a worker restart
     assert worker.wait(30) == 0
     stack.worker("worker-2", processes=1, threads=4, **FLOW)
     time.sleep(1.0)
-    assert not [at for _, _, at in flow_jobs.starts(redis_client, "slowJob") if at > paused_at + 1000]
+    assert not [at for _, _, at in flow_log.starts(redis_client, "slowJob") if at > paused_at + 1000]
     assert api.http.post("/queues/flow/resume").status_code == 200
     wait_until(lambda: succeeded(api, ids + later), timeout=60, message="the queue to drain")
     assert {api.job(job_id)["attempts"] for job_id in ids + later} == {1}

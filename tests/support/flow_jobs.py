@@ -11,11 +11,9 @@ from pydantic import BaseModel, ConfigDict
 
 from app.errors import JobCanceled
 from app.jobs import JobContext, RateLimit, job_type
+from tests.support.flow_log import MOST_AT_ONCE, RUNNING, STARTS
 
 FLOW_QUEUE = "flow"
-STARTS = "flowtest:starts"  # list of "<job name>|<job id>|<start ms>"
-RUNNING = "flowtest:running"
-MOST_AT_ONCE = "flowtest:most-at-once"
 
 # Counts the jobs running now and keeps the highest count seen, atomically.
 _ENTER = """
@@ -94,13 +92,3 @@ def stubborn_job(job_id: str, data: dict[str, Any], context: JobContext) -> None
     deadline = time.monotonic() + data.get("sleepMs", 0) / 1000
     while time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def starts(client: Any, name: str | None = None) -> list[tuple[str, str, int]]:
-    """(job name, job id, start ms) of each start recorded, in order."""
-    out = []
-    for raw in client.lrange(STARTS, 0, -1):
-        job_name, job_id, at = raw.decode().split("|")
-        if name is None or job_name == name:
-            out.append((job_name, job_id, int(at)))
-    return out
