@@ -24,6 +24,7 @@ from dramatiq.middleware import Middleware
 
 from app.broker.enqueue import RUNNABLE_AT
 from app.broker.messages import FetchedMessage, delivery_key, job_queue
+from app.errors import JobCanceled
 from app.pid import current_pid
 from app.settings import Settings, hand_to_prometheus_client
 
@@ -178,7 +179,10 @@ class WorkerMetrics(Middleware):
     ) -> None:
         if not self.enabled:
             return
-        outcome = "succeeded" if exception is None else "failed" if message.failed else "retried"
+        if isinstance(exception, JobCanceled):
+            outcome = "canceled"  # stopped on its cancel: not a failure
+        else:
+            outcome = "succeeded" if exception is None else "failed" if message.failed else "retried"
         self._finish(message, outcome)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
