@@ -17,14 +17,27 @@ from taskqueue._errors import (
     WaitTimeout,
 )
 from taskqueue._metrics import Metrics, QueueFigures
-from taskqueue._models import FINAL_STATES, STATES, Job, JobPage, NewJob
+from taskqueue._models import (
+    FINAL_STATES,
+    PRIORITIES,
+    STATES,
+    CancelResult,
+    Job,
+    JobPage,
+    NewJob,
+    QueueState,
+    Schedule,
+    ScheduleRun,
+)
 from taskqueue.client import AsyncClient, Client
 
 __all__ = [
     "FINAL_STATES",
+    "PRIORITIES",
     "STATES",
     "AsyncClient",
     "BadRequest",
+    "CancelResult",
     "Client",
     "Conflict",
     "Forbidden",
@@ -35,6 +48,9 @@ __all__ = [
     "NewJob",
     "NotFound",
     "QueueFigures",
+    "QueueState",
+    "Schedule",
+    "ScheduleRun",
     "ServerError",
     "TaskQueueError",
     "Unauthorized",

@@ -27,7 +27,7 @@ from taskqueue._errors import (
     Unavailable,
 )
 from taskqueue._metrics import Metrics, parse_samples
-from taskqueue._models import STATES, Job, JobPage, NewJob, delay_ms
+from taskqueue._models import STATES, CancelResult, Job, JobPage, NewJob, QueueState, Schedule, delay_ms
 
 T = TypeVar("T")
 
@@ -184,15 +184,40 @@ def _job_path(job_id: str) -> str:
     return "/jobs/" + quote(job_id, safe="")
 
 
-def _job_request(job_name: str, data: Any, delay: float | timedelta | None) -> dict[str, Any]:
+def _job_request(
+    job_name: str,
+    data: Any,
+    delay: float | timedelta | None,
+    *,
+    priority: str | None = None,
+    max_retries: int | None = None,
+    queue: str | None = None,
+) -> dict[str, Any]:
+    """The job as the API takes it; the service checks the options (priority, maxRetries 0..100, a
+    declared queue) and refuses a bad one with InvalidJob naming the field."""
     body: dict[str, Any] = {"jobName": job_name, "data": data}
     milliseconds = delay_ms(delay)
     if milliseconds:
         body["delayMs"] = milliseconds
+    if priority is not None:
+        body["priority"] = priority
+    if max_retries is not None:
+        body["maxRetries"] = max_retries
+    if queue is not None:
+        body["queue"] = queue
     return body
 
 
-def enqueue(job_name: str, data: Any, *, delay: float | timedelta | None, idempotency_key: str | None) -> Call[str]:
+def enqueue(
+    job_name: str,
+    data: Any,
+    *,
+    delay: float | timedelta | None,
+    idempotency_key: str | None,
+    priority: str | None = None,
+    max_retries: int | None = None,
+    queue: str | None = None,
+) -> Call[str]:
     key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
     if not key:
         raise ValueError("idempotency_key is empty: pass None to have one generated")
@@ -200,10 +225,16 @@ def enqueue(job_name: str, data: Any, *, delay: float | timedelta | None, idempo
         "POST",
         "/enqueue",
         lambda response: str(response.json()["jobId"]),
-        body=_job_request(job_name, data, delay),
+        body=_job_request(job_name, data, delay, priority=priority, max_retries=max_retries, queue=queue),
         headers={"Idempotency-Key": key},
         replayable=True,  # the same key answers the first job's id: a resend enqueues nothing
         invalid=InvalidJob,
+    )
+
+
+def _new_job_request(job: NewJob) -> dict[str, Any]:
+    return _job_request(
+        job.job_name, job.data, job.delay, priority=job.priority, max_retries=job.max_retries, queue=job.queue
     )
 
 
@@ -215,7 +246,7 @@ def enqueue_many(jobs: Iterable[NewJob | tuple[str, Any]]) -> Call[list[str]]:
         "POST",
         "/enqueue/batch",
         lambda response: [str(job_id) for job_id in response.json()["jobIds"]],
-        body={"jobs": [_job_request(job.job_name, job.data, job.delay) for job in items]},
+        body={"jobs": [_new_job_request(job) for job in items]},
         invalid=InvalidJob,
     )
 
@@ -263,6 +294,61 @@ def delete(job_id: str) -> Call[None]:
 def delete_failed(job_name: str | None) -> Call[int]:
     params = _filters("failed", job_name)
     return Call("DELETE", "/jobs", lambda response: int(response.json()["deleted"]), params=params)
+
+
+def cancel(job_id: str, *, force: bool = False) -> Call[CancelResult]:
+    """A second cancel of a canceled job answers the same (200), and asking a running job twice to
+    stop changes nothing: resent after a lost answer, unless forced (an interrupt is not repeated)."""
+
+    def read(response: httpx.Response) -> CancelResult:
+        body = dict(response.json())
+        message = str(body.pop("message", ""))
+        return CancelResult(Job.from_api(body), response.status_code == 200, message, response.status_code)
+
+    return Call(
+        "POST", _job_path(job_id) + "/cancel", read, params={"force": "true"} if force else None, replayable=not force
+    )
+
+
+def _queue_path(name: str) -> str:
+    if not name:
+        raise ValueError("queue name is empty")
+    return "/queues/" + quote(name, safe="")
+
+
+def _queue(response: httpx.Response) -> QueueState:
+    return QueueState.from_api(response.json())
+
+
+def queues() -> Call[list[QueueState]]:
+    return Call(
+        "GET",
+        "/queues",
+        lambda response: [QueueState.from_api(queue) for queue in response.json()["queues"]],
+        replayable=True,
+    )
+
+
+def queue(name: str) -> Call[QueueState]:
+    return Call("GET", _queue_path(name), _queue, replayable=True)
+
+
+def pause(name: str) -> Call[QueueState]:
+    # Pausing twice keeps the first pause's time and resuming twice changes nothing: both are safe to resend.
+    return Call("POST", _queue_path(name) + "/pause", _queue, replayable=True)
+
+
+def resume(name: str) -> Call[QueueState]:
+    return Call("POST", _queue_path(name) + "/resume", _queue, replayable=True)
+
+
+def schedules() -> Call[list[Schedule]]:
+    return Call(
+        "GET",
+        "/schedules",
+        lambda response: [Schedule.from_api(schedule) for schedule in response.json()["schedules"]],
+        replayable=True,
+    )
 
 
 def metrics() -> Call[Metrics]:

@@ -48,11 +48,12 @@ class InvalidJob(BadRequest):
 
 
 class NotFound(TaskQueueError):
-    """404: no such job (it never existed, was deleted, or is older than the retention)."""
+    """404: no such job (it never existed, was deleted, or is older than the retention), or no such queue."""
 
 
 class Conflict(TaskQueueError):
-    """409: the job is not in a state that allows this (retrying a job that has not failed, deleting a running one)."""
+    """409: the job is not in a state that allows this (retrying a job that has not failed, deleting a
+    running one, canceling a finished one)."""
 
 
 class Unavailable(TaskQueueError):

@@ -3,6 +3,8 @@
     tq enqueue emailJob '{"email": "user@example.com"}' --wait 30
     tq jobs --state failed --job webhookJob
     tq retry --state failed --job webhookJob
+    tq cancel ID
+    tq pause default
     tq watch
 
 The API's URL and key come from --url/--api-key or TASKQUEUE_URL/TASKQUEUE_API_KEY and are never
@@ -33,7 +35,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 
 from taskqueue._errors import TaskQueueError, Unauthorized, WaitTimeout
 from taskqueue._metrics import Metrics, parse_samples
-from taskqueue._models import STATES, Job
+from taskqueue._models import PRIORITIES, STATES, Job, QueueState
 from taskqueue.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,6 +52,7 @@ STATE_STYLES = {
     "succeeded": "green",
     "failed": "bold red",
     "skipped": "magenta",
+    "canceled": "dim",
 }
 
 
@@ -202,19 +205,42 @@ def _data_argument(raw: str) -> Any:
 @click.argument("data", default="{}")
 @click.option("--delay", type=click.FloatRange(min=0), help="Run it no earlier than this many seconds from now.")
 @click.option("--idempotency-key", metavar="KEY", help="The same key within 24 h enqueues nothing new.")
+@click.option("--priority", type=click.Choice(PRIORITIES), help="Its priority (default: the job type's).")
+@click.option(
+    "--max-retries", type=click.IntRange(0, 100), metavar="N", help="Retries after a failure, 0 to 100 (the type's)."
+)
+@click.option("--queue", metavar="NAME", help="A declared queue to put it on (default: the job type's).")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), metavar="SECONDS", help="Then wait for its outcome.")
 @json_option
-def enqueue(job_name: str, data: str, delay: float | None, idempotency_key: str | None, wait_s: float | None) -> None:
+def enqueue(
+    job_name: str,
+    data: str,
+    delay: float | None,
+    idempotency_key: str | None,
+    priority: str | None,
+    max_retries: int | None,
+    queue: str | None,
+    wait_s: float | None,
+) -> None:
     """Enqueue a job: JOB_NAME and its DATA as JSON ('-' reads stdin, '@file' a file).
 
     \b
     tq enqueue emailJob '{"email": "user@example.com"}'
     tq enqueue webhookJob @hook.json --wait 30
+    tq enqueue emailJob @mail.json --priority high --max-retries 2
     """
     options = _options()
     body = _data_argument(data)
     with options.client() as client:
-        job_id = client.enqueue(job_name, body, delay=delay, idempotency_key=idempotency_key)
+        job_id = client.enqueue(
+            job_name,
+            body,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            priority=priority,
+            max_retries=max_retries,
+            queue=queue,
+        )
         if wait_s is None:
             if options.json:
                 options.emit({"jobId": job_id})
@@ -253,6 +279,7 @@ def _show(options: Options, job: Job) -> None:
         ("type", job.job_name),
         ("queue", job.queue),
         ("state", _state(job.state)),
+        ("priority", job.priority),
         ("attempts", f"{job.attempts}{tries}"),
         ("enqueued", _when(job.enqueued_at)),
         ("run at", _when(job.run_at)),
@@ -263,6 +290,10 @@ def _show(options: Options, job: Job) -> None:
         ("executions", job.executions),
         ("redeliveries", job.redeliveries),
         ("requeues", job.requeues),
+        ("progress", _progress(job)),
+        ("cancel asked", _when(job.cancel_requested_at)),
+        ("canceled", _when(job.canceled_at)),
+        ("result", None if job.result is None else json.dumps(job.result, ensure_ascii=False)),
         ("error", Text(job.error, style="red") if job.error else None),
         ("traceback", job.traceback),
         ("data", None if job.data is None else json.dumps(job.data, ensure_ascii=False)),
@@ -271,6 +302,13 @@ def _show(options: Options, job: Job) -> None:
         if value not in (None, ""):
             table.add_row(name, value if isinstance(value, Text) else str(value))
     options.out.print(table)
+
+
+def _progress(job: Job) -> str | None:
+    if job.progress is None:
+        return None
+    message = f" {job.progress_message}" if job.progress_message else ""
+    return f"{job.progress:g} %{message} ({_when(job.progress_at, short=True)})"
 
 
 def _state(state: str) -> Text:
@@ -405,10 +443,35 @@ def delete(job_id: str | None, state: str | None, job_name: str | None, yes: boo
         options.out.print(f"Deleted {job_id}.")
 
 
-def _queue_rows(metrics: Metrics) -> list[dict[str, Any]]:
+@cli.command(short_help="Cancel a job (--force: interrupt it if running).")
+@click.argument("job_id")
+@click.option("--force", is_flag=True, help="If it is running, interrupt it (as its time limit would).")
+@json_option
+def cancel(job_id: str, force: bool) -> None:
+    """Cancel a job: one that has not started never will; a running one is asked to stop (with
+    --force, interrupted). Exit status 0 either way; 1 if there is no such job or it has finished."""
+    options = _options()
+    with options.client() as client:
+        outcome = client.cancel(job_id, force=force)
+    job = outcome.job
+    if options.json:
+        options.emit({**dict(job.raw), "message": outcome.message, "canceled": outcome.canceled})
+    elif outcome.canceled:
+        options.out.print(f"Canceled {job.job_id} ({job.job_name}): it will not run.")
+    else:
+        options.out.print(f"Cancel requested for {job.job_id} ({job.job_name}, {job.state}): {outcome.message}.")
+
+
+def _queue_row(queue: QueueState) -> dict[str, Any]:
+    """A queue in --json output: the API's figures."""
+    return dict(queue.raw)
+
+
+def _metrics_rows(metrics: Metrics) -> list[dict[str, Any]]:
+    """The queues as /metrics has them (no key: no waiting, running or paused)."""
     return [
         {
-            "queue": q.name,
+            "name": q.name,
             "ready": q.ready,
             "delayed": q.delayed,
             "failed": q.failed,
@@ -418,19 +481,83 @@ def _queue_rows(metrics: Metrics) -> list[dict[str, Any]]:
     ]
 
 
-@cli.command(short_help="Queue depths and live workers.")
+@cli.command(short_help="Each queue's counts, paused state, and live workers.")
 @json_option
 def queues() -> None:
-    """Each queue's jobs ready, delayed (also waiting to retry) and failed, and the live workers (from /metrics)."""
+    """Each declared queue: jobs ready, delayed (also waiting to retry), waiting (for a rate limit or a
+    concurrency slot), running and failed, the oldest ready job's age, and whether it is paused;
+    and the live workers (from /metrics)."""
     options = _options()
-    with options.client(key=False) as client:
+    with options.client() as client:
+        states = client.queues()
         metrics = client.metrics()
     if options.json:
-        options.emit({"queues": _queue_rows(metrics), "workersAlive": metrics.workers_alive})
+        options.emit({"queues": [_queue_row(q) for q in states], "workersAlive": metrics.workers_alive})
         return
-    table = _queue_table(metrics, rates=None, processed=False)
-    options.out.print(table)
+    options.out.print(_queue_table(states, rates=None, processed=False))
     options.out.print(f"workers alive: {metrics.workers_alive if metrics.workers_alive is not None else '?'}")
+
+
+def _queue_action(name: str, pause: bool) -> None:
+    options = _options()
+    with options.client() as client:
+        state = client.pause(name) if pause else client.resume(name)
+    if options.json:
+        options.emit(_queue_row(state))
+    elif pause:
+        options.out.print(
+            f"Paused {state.name} (since {_when(state.paused_at)}): {state.ready} ready jobs wait "
+            f"until tq resume {state.name}; {state.running} running."
+        )
+    else:
+        options.out.print(f"Resumed {state.name}: {state.ready} ready jobs.")
+
+
+@cli.command(short_help="Pause a queue: no new starts until resumed.")
+@click.argument("name")
+@json_option
+def pause(name: str) -> None:
+    """Pause queue NAME: workers start none of its jobs until `tq resume NAME` (running jobs finish,
+    enqueues still go in). Pausing a paused queue keeps its first pause time."""
+    _queue_action(name, True)
+
+
+@cli.command(short_help="Resume a paused queue.")
+@click.argument("name")
+@json_option
+def resume(name: str) -> None:
+    """Resume queue NAME: its jobs start again at once."""
+    _queue_action(name, False)
+
+
+@cli.command(short_help="The recurring jobs and their next runs.")
+@json_option
+def schedules() -> None:
+    """The schedules of the service's schedules file: cron, time zone, job, next run and last run."""
+    options = _options()
+    with options.client() as client:
+        found = client.schedules()
+    if options.json:
+        options.emit({"schedules": [dict(schedule.raw) for schedule in found]})
+        return
+    if not found:
+        options.out.print("No schedules.")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("NAME", "CRON", "TIMEZONE", "JOB", "NEXT RUN", "LAST RUN", "LAST JOB"):
+        table.add_column(name, no_wrap=True)
+    for schedule in found:
+        last = schedule.last_run
+        table.add_row(
+            schedule.name,
+            schedule.cron,
+            schedule.timezone,
+            schedule.job_name,
+            _when(schedule.next_run_at),
+            _when(last.run_at) if last else "-",
+            last.job_id if last else "-",
+        )
+    options.out.print(table)
 
 
 def _age(seconds: float) -> str:
@@ -450,20 +577,46 @@ def _rate(value: float | None) -> str:
 PROCESSED_OUTCOMES = ("succeeded", "retried", "failed")
 
 
-def _queue_table(metrics: Metrics, *, rates: dict[str, dict[str, float]] | None, processed: bool) -> Table:
+def _paused(queue: QueueState) -> Text:
+    if not queue.paused:
+        return Text("no")
+    return Text(f"since {_when(queue.paused_at, short=True)}" if queue.paused_at else "yes", style="bold yellow")
+
+
+def _queue_table(
+    queues: list[QueueState] | Metrics, *, rates: dict[str, dict[str, float]] | None, processed: bool
+) -> Table:
+    """The queues' figures: from GET /queues (a list), or only what /metrics has (no key given)."""
+    full = not isinstance(queues, Metrics)
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("QUEUE", no_wrap=True)
-    for name in ("READY", "DELAYED", "FAILED", "OLDEST"):
+    columns = (
+        ("READY", "DELAYED", "WAITING", "RUNNING", "FAILED", "OLDEST")
+        if full
+        else ("READY", "DELAYED", "FAILED", "OLDEST")
+    )
+    for name in columns:
         table.add_column(name, justify="right", no_wrap=True)
+    if full:
+        table.add_column("PAUSED", no_wrap=True)
     if rates is not None:
         table.add_column("ENQUEUED/s", justify="right", no_wrap=True)
         if processed:
             for outcome in PROCESSED_OUTCOMES:
                 table.add_column(f"{outcome.upper()}/s", justify="right", no_wrap=True)
-    for queue in metrics.queues.values():
-        row = [queue.name, str(queue.ready), str(queue.delayed), str(queue.failed), _age(queue.oldest_age_s)]
+    rows: list[tuple[str, list[str | Text]]] = []
+    if isinstance(queues, Metrics):
+        for figures in queues.queues.values():
+            counts = [figures.ready, figures.delayed, figures.failed]
+            rows.append((figures.name, [figures.name, *map(str, counts), _age(figures.oldest_age_s)]))
+    else:
+        for queue in queues:
+            counts = [queue.ready, queue.delayed, queue.waiting, queue.running, queue.failed]
+            cells: list[str | Text] = [queue.name, *map(str, counts), _age(queue.oldest_age_seconds)]
+            rows.append((queue.name, [*cells, _paused(queue)]))
+    for name, row in rows:
         if rates is not None:
-            of_queue = rates.get(queue.name)
+            of_queue = rates.get(name)
             row.append(_rate(of_queue.get("enqueued") if of_queue else None))
             if processed:
                 row += [_rate(of_queue.get(outcome, 0.0) if of_queue else None) for outcome in PROCESSED_OUTCOMES]
@@ -473,20 +626,30 @@ def _queue_table(metrics: Metrics, *, rates: dict[str, dict[str, float]] | None,
 
 @dataclass
 class _Scrape:
-    """One refresh of `tq watch`: the figures, or why there are none this time."""
+    """One refresh of `tq watch`: the figures (/metrics; the queues' own from GET /queues when there
+    is a key), or why there are none this time."""
 
     metrics: Metrics | None
     problems: list[str]
+    queues: list[QueueState] | None = None
 
 
-def _scrape(client: Client, worker_urls: tuple[str, ...], http: httpx.Client) -> _Scrape:
+def _scrape(client: Client, worker_urls: tuple[str, ...], http: httpx.Client, *, with_key: bool) -> _Scrape:
     problems: list[str] = []
+    queues = None
+    if with_key:
+        try:
+            queues = client.queues()
+        except Unauthorized:
+            raise
+        except TaskQueueError as error:
+            problems.append(f"API queues: {error}")
     try:
         metrics = client.metrics()
     except Unauthorized:
         raise
     except TaskQueueError as error:
-        return _Scrape(None, [f"API: {error}"])
+        return _Scrape(None, [*problems, f"API: {error}"], queues)
     for number, url in enumerate(worker_urls, start=1):
         try:
             response = http.get(url)
@@ -496,13 +659,21 @@ def _scrape(client: Client, worker_urls: tuple[str, ...], http: httpx.Client) ->
             problems.append(f"worker metrics endpoint {number}: {type(error).__name__}")
             continue
         metrics = metrics.merged(Metrics.from_samples(parse_samples(response.text), at=metrics.at))
-    return _Scrape(metrics, problems)
+    return _Scrape(metrics, problems, queues)
 
 
 def _watch_view(
-    scrape: _Scrape, earlier: Metrics | None, *, interval: float, processed: bool, shown: Metrics | None
+    scrape: _Scrape,
+    earlier: Metrics | None,
+    *,
+    interval: float,
+    processed: bool,
+    shown: Metrics | None,
+    shown_queues: list[QueueState] | None,
+    with_key: bool,
 ) -> Group:
     metrics = scrape.metrics or shown
+    queues = scrape.queues if scrape.queues is not None else shown_queues
     parts: list[Any] = []
     now = datetime.now().strftime("%H:%M:%S")
     if metrics is None:
@@ -511,15 +682,22 @@ def _watch_view(
         workers = "?" if metrics.workers_alive is None else str(metrics.workers_alive)
         redis = {True: "Redis up", False: "Redis DOWN", None: "Redis ?"}[metrics.redis_up]
         noun = "worker" if metrics.workers_alive == 1 else "workers"
+        paused = [q.name for q in queues or [] if q.paused]
         header = Text(f"taskqueue · {workers} {noun} alive · {redis} · {now}", style="bold")
+        if paused:
+            header.append(f" · paused: {', '.join(paused)}", style="bold yellow")
         parts.append(header)
-        rates = metrics.rates(earlier) if earlier is not None and scrape.metrics is not None else {}
-        parts.append(_queue_table(metrics, rates=rates, processed=processed))
+    if metrics is not None or queues is not None:
+        rates = metrics.rates(earlier) if metrics is not None and earlier is not None and scrape.metrics else {}
+        source: list[QueueState] | Metrics = queues if queues is not None else metrics  # type: ignore[assignment]
+        parts.append(_queue_table(source, rates=rates, processed=processed))
     for problem in scrape.problems:
         parts.append(Text(problem, style="red"))
     hint = f"every {interval:g} s · Ctrl-C to stop"
     if not processed:
         hint += " · processed rates: --worker-metrics URL (a worker's /metrics)"
+    if not with_key:
+        hint += " · waiting, running, paused: set TASKQUEUE_API_KEY"
     parts.append(Text(hint, style="dim"))
     return Group(*parts)
 
@@ -527,16 +705,20 @@ def _watch_view(
 def _watch_line(scrape: _Scrape, earlier: Metrics | None) -> dict[str, Any]:
     metrics = scrape.metrics
     line: dict[str, Any] = {"at": time.time(), "problems": scrape.problems}
+    rates = metrics.rates(earlier) if metrics is not None and earlier is not None else {}
     if metrics is not None:
-        rates = metrics.rates(earlier) if earlier is not None else {}
-        line.update(
-            workersAlive=metrics.workers_alive,
-            redisUp=metrics.redis_up,
-            queues=[
-                {**row, "rates": {k: round(v, 3) for k, v in rates.get(row["queue"], {}).items()}}
-                for row in _queue_rows(metrics)
-            ],
-        )
+        line.update(workersAlive=metrics.workers_alive, redisUp=metrics.redis_up)
+    rows = (
+        [_queue_row(q) for q in scrape.queues]
+        if scrape.queues is not None
+        else _metrics_rows(metrics)
+        if metrics is not None
+        else None
+    )
+    if rows is not None:
+        line["queues"] = [
+            {**row, "rates": {k: round(v, 3) for k, v in rates.get(row["name"], {}).items()}} for row in rows
+        ]
     return line
 
 
@@ -553,13 +735,16 @@ def _watch_line(scrape: _Scrape, earlier: Metrics | None) -> dict[str, Any]:
 @click.option("--count", type=click.IntRange(min=0), default=0, help="Stop after this many refreshes (0: Ctrl-C).")
 @json_option
 def watch(interval: float, worker_urls: tuple[str, ...], count: int) -> None:
-    """A live view of the queues (ready, delayed, failed, oldest), rates and live workers, until Ctrl-C.
+    """A live view of the queues (ready, delayed, waiting, running, failed, oldest, paused), rates and
+    live workers, until Ctrl-C. Without an API key, only what /metrics has (no waiting, running, paused).
 
     With --json, one JSON line per refresh."""
     options = _options()
     processed = bool(worker_urls)
+    with_key = bool(options.api_key)
     earlier: Metrics | None = None
     shown: Metrics | None = None
+    shown_queues: list[QueueState] | None = None
     refreshes = 0
     # A refresh must not hang on retries: a failed scrape is shown and the next one tries again.
     with options.client(retry_for=0, key=False) as client, httpx.Client(timeout=options.timeout) as http:
@@ -568,14 +753,25 @@ def watch(interval: float, worker_urls: tuple[str, ...], count: int) -> None:
             if live is not None:
                 live.start()
             while True:
-                scrape = _scrape(client, worker_urls, http)
+                scrape = _scrape(client, worker_urls, http, with_key=with_key)
                 if live is not None:
-                    live.update(_watch_view(scrape, earlier, interval=interval, processed=processed, shown=shown))
+                    view = _watch_view(
+                        scrape,
+                        earlier,
+                        interval=interval,
+                        processed=processed,
+                        shown=shown,
+                        shown_queues=shown_queues,
+                        with_key=with_key,
+                    )
+                    live.update(view)
                     live.refresh()
                 else:
                     click.echo(json.dumps(_watch_line(scrape, earlier)))
                 if scrape.metrics is not None:
                     earlier = shown = scrape.metrics
+                if scrape.queues is not None:
+                    shown_queues = scrape.queues
                 refreshes += 1
                 if count and refreshes >= count:
                     return

@@ -4,12 +4,12 @@
 
     with Client("http://localhost:3002", api_key) as tq:
         job_id = tq.enqueue("emailJob", {"email": "user@example.com"})
-        job = tq.wait(job_id, timeout=30)   # returns once it succeeded, failed or was skipped
+        job = tq.wait(job_id, timeout=30)   # returns once it succeeded, failed, was skipped or canceled
 
 Connection failures and 503s (Redis down) are retried with backoff for up to `retry_for` seconds.
 An enqueue always carries an Idempotency-Key (generated when none is given) and every resend
 carries the same one, so a retried enqueue never makes a second job. Calls that cannot be made
-safe that way (a batch, a retry, a delete) are resent only when the request surely did not reach
+safe that way (a batch, a retry, a delete, a forced cancel) are resent only when the request surely did not reach
 the server or the server answered 503. Needs only httpx (`pip install 'taskqueue[client]'`).
 """
 
@@ -32,7 +32,7 @@ from taskqueue import _calls
 from taskqueue._calls import Attempts, Call
 from taskqueue._errors import WaitTimeout
 from taskqueue._metrics import Metrics
-from taskqueue._models import Job, JobPage, NewJob
+from taskqueue._models import CancelResult, Job, JobPage, NewJob, QueueState, Schedule
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -140,10 +140,25 @@ class Client:
         *,
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
+        priority: str | None = None,
+        max_retries: int | None = None,
+        queue: str | None = None,
     ) -> str:
         """Enqueue one job; returns its jobId. `delay`: run it no earlier than this many seconds from now.
-        With the same `idempotency_key` within 24 h, the first job's id is returned and nothing is enqueued."""
-        return self._send(_calls.enqueue(job_name, data, delay=delay, idempotency_key=idempotency_key))
+        With the same `idempotency_key` within 24 h, the first job's id is returned and nothing is enqueued.
+        `priority` ("high", "normal", "low"), `max_retries` (0 to 100) and `queue` (a declared one)
+        override the job type's; a bad one raises InvalidJob naming the field."""
+        return self._send(
+            _calls.enqueue(
+                job_name,
+                data,
+                delay=delay,
+                idempotency_key=idempotency_key,
+                priority=priority,
+                max_retries=max_retries,
+                queue=queue,
+            )
+        )
 
     def enqueue_many(self, jobs: Iterable[NewJob | tuple[str, Any]]) -> builtins.list[str]:
         """Enqueue jobs all or none (up to the service's batch limit, 1,000); returns their jobIds in order.
@@ -204,6 +219,34 @@ class Client:
     def delete_failed(self, job_name: str | None = None) -> int:
         """Delete failed jobs (of one type, or all); returns how many."""
         return self._send(_calls.delete_failed(job_name))
+
+    def cancel(self, job_id: str, *, force: bool = False) -> CancelResult:
+        """Cancel a job. One that has not started (queued, delayed, retrying) never will:
+        `.canceled` is True. A running one is asked to stop (`context.job.cancelled()`; with `force`
+        it is interrupted, as by its time limit): `.canceled` is False and `.message` says what
+        happened. NotFound if there is no such job, Conflict if it has already finished."""
+        return self._send(_calls.cancel(job_id, force=force))
+
+    def queues(self) -> builtins.list[QueueState]:
+        """Every declared queue: ready (per priority), delayed, waiting, running, failed, oldest age, paused."""
+        return self._send(_calls.queues())
+
+    def queue(self, name: str) -> QueueState:
+        """One queue's figures; NotFound if no job type declares it."""
+        return self._send(_calls.queue(name))
+
+    def pause(self, name: str) -> QueueState:
+        """Pause a queue: workers fetch none of its jobs until `resume` (running ones finish; enqueues
+        still go in). Pausing a paused queue keeps its first pause time. Returns the queue's figures."""
+        return self._send(_calls.pause(name))
+
+    def resume(self, name: str) -> QueueState:
+        """Resume a paused queue (its idle workers wake at once); returns the queue's figures."""
+        return self._send(_calls.resume(name))
+
+    def schedules(self) -> builtins.list[Schedule]:
+        """The recurring jobs of the service's schedules file, each with its next run and its last one."""
+        return self._send(_calls.schedules())
 
     def metrics(self) -> Metrics:
         """The figures of the API's /metrics: queue depths, oldest-job ages, live workers, enqueued totals."""
@@ -280,9 +323,22 @@ class AsyncClient:
         *,
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
+        priority: str | None = None,
+        max_retries: int | None = None,
+        queue: str | None = None,
     ) -> str:
         """See Client.enqueue."""
-        return await self._send(_calls.enqueue(job_name, data, delay=delay, idempotency_key=idempotency_key))
+        return await self._send(
+            _calls.enqueue(
+                job_name,
+                data,
+                delay=delay,
+                idempotency_key=idempotency_key,
+                priority=priority,
+                max_retries=max_retries,
+                queue=queue,
+            )
+        )
 
     async def enqueue_many(self, jobs: Iterable[NewJob | tuple[str, Any]]) -> builtins.list[str]:
         """See Client.enqueue_many."""
@@ -335,6 +391,26 @@ class AsyncClient:
 
     async def delete_failed(self, job_name: str | None = None) -> int:
         return await self._send(_calls.delete_failed(job_name))
+
+    async def cancel(self, job_id: str, *, force: bool = False) -> CancelResult:
+        """See Client.cancel."""
+        return await self._send(_calls.cancel(job_id, force=force))
+
+    async def queues(self) -> builtins.list[QueueState]:
+        return await self._send(_calls.queues())
+
+    async def queue(self, name: str) -> QueueState:
+        return await self._send(_calls.queue(name))
+
+    async def pause(self, name: str) -> QueueState:
+        """See Client.pause."""
+        return await self._send(_calls.pause(name))
+
+    async def resume(self, name: str) -> QueueState:
+        return await self._send(_calls.resume(name))
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        return await self._send(_calls.schedules())
 
     async def metrics(self) -> Metrics:
         return await self._send(_calls.metrics())

@@ -1,5 +1,7 @@
 """One real API, worker and private Redis shared by the client tests (a package-scoped stack), and
-a webhook receiver whose /fail path answers 400 (a webhook job failing at once, without retries)."""
+a webhook receiver whose /fail path answers 400 (a webhook job failing at once, without retries).
+Every process also loads the flow-control test jobs (tests/support/flow_jobs.py: orderJob, slowJob,
+stubbornJob on the queue "flow"), for cancels and pauses that leave the default queue alone."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from tests.support.receivers import ScriptedReceiver
 from tests.support.services import RedisServer, Service, Stack, free_port, running_redis, wait_until
 
 READONLY_KEY = "test-readonly-key-0123456789"
+#: The queue of the flow test jobs, which the pause tests pause (and resume).
+FLOW_QUEUE = "flow"
 
 
 @dataclass
@@ -47,6 +51,12 @@ class Served:
         finally:
             self.receiver.release()
 
+    def running_job(self, client: Client, job_name: str = "slowJob") -> str:
+        """A flow test job (slowJob stops when it sees its cancel, stubbornJob only when forced) now running."""
+        job_id = client.enqueue(job_name, {"sleepMs": 30_000})
+        wait_until(lambda: client.get(job_id).state == "running", timeout=15, message=f"{job_id} to run")
+        return job_id
+
     def failed_job(self, client: Client) -> Job:
         """A webhook job that failed (its receiver answered 400)."""
         job_id = client.enqueue("webhookJob", self.failing_hook())
@@ -65,7 +75,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("client-stack")
     receiver = ScriptedReceiver(lambda job_id, number, path: 400 if path.endswith("/fail") else 200)
     with running_redis(tmp / "redis", appendonly=True) as redis_server:
-        stack = Stack(redis_server, tmp)
+        stack = Stack(redis_server, tmp, JOB_MODULES="tests.support.flow_jobs")
         try:
             api, url = stack.api(API_READONLY_KEY=READONLY_KEY)
             metrics_port = free_port()

@@ -74,3 +74,32 @@ async def test_every_method_of_the_async_client(served: Served) -> None:
 
         metrics = await client.metrics()
         assert metrics.workers_alive == 1 and metrics.queues["default"].delayed >= 3
+
+
+async def test_the_flow_control_methods_of_the_async_client(served: Served) -> None:
+    async with AsyncClient(served.url, served.api_key, retry_for=5) as client:
+        delayed = await client.enqueue("orderJob", {}, delay=300, priority="low", max_retries=1, queue="flow")
+        record = await client.get(delayed)
+        assert (record.priority, record.max_retries, record.queue) == ("low", 1, "flow")
+        [batched] = await client.enqueue_many([NewJob("orderJob", {}, delay=300, priority="high")])
+        assert (await client.get(batched)).priority == "high"
+        for job_id in (delayed, batched):
+            outcome = await client.cancel(job_id)
+            assert outcome.canceled and outcome.job.state == "canceled"
+        assert (await client.wait(delayed, timeout=5)).canceled
+        with pytest.raises(NotFound):
+            await client.cancel("no-such-job")
+
+        assert [q.name for q in await client.queues()] == ["default", "flow"]
+        assert (await client.queue("flow")).name == "flow"
+        try:
+            assert (await client.pause("flow")).paused
+            held = await client.enqueue("orderJob", {})
+            await asyncio.sleep(1.0)
+            assert (await client.get(held)).state == "queued" and (await client.queue("flow")).paused
+        finally:
+            assert not (await client.resume("flow")).paused
+        assert (await client.wait(held, timeout=20)).succeeded
+        with pytest.raises(NotFound):
+            await client.pause("nosuchqueue")
+        assert [schedule.name for schedule in await client.schedules()] == ["cleanup"]

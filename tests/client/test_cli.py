@@ -89,7 +89,12 @@ def test_a_refused_job_exits_1_with_its_field_problems(tq: Any) -> None:
         (["delete", "--state", "failed"], "needs --yes"),
         (["jobs", "--state", "bogus"], "'bogus' is not one of"),
         (["jobs", "--limit", "500"], "--limit"),
-        (["cancel", "some-id"], "No such command 'cancel'"),
+        (["cancel"], "Missing argument 'JOB_ID'"),
+        (["enqueue", "orderJob", "{}", "--priority", "urgent"], "'urgent' is not one of"),
+        (["enqueue", "orderJob", "{}", "--max-retries", "101"], "--max-retries"),
+        (["pause"], "Missing argument 'NAME'"),
+        (["resume"], "Missing argument 'NAME'"),
+        (["schedules", "extra"], "unexpected extra argument"),
         (["show"], "Missing argument 'JOB_ID'"),
     ],
 )
@@ -190,19 +195,114 @@ def test_delete_one_job_or_every_failed_one(served: Served, tq: Any, client: Cli
     assert client.list(state="failed").jobs == [] and three
 
 
-def test_queues_shows_each_queue_and_the_live_workers(tq: Any, client: Client) -> None:
+def _rows(result: Result) -> list[list[str]]:
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return [line.split() for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_queues_shows_each_queues_counts_paused_state_and_the_live_workers(
+    served: Served, tq: Any, client: Client
+) -> None:
     client.enqueue("emailJob", {"email": "q@example.com"}, delay=300)
-    table = tq("queues")
-    assert table.exit_code == 0
-    lines = [line.split() for line in table.stdout.splitlines() if line.strip()]
-    assert lines[0] == ["QUEUE", "READY", "DELAYED", "FAILED", "OLDEST"]
+    lines = _rows(tq("queues"))
+    assert lines[0] == ["QUEUE", "READY", "DELAYED", "WAITING", "RUNNING", "FAILED", "OLDEST", "PAUSED"]
+    assert [line[0] for line in lines[1:-1]] == ["default", "flow"]
     default = next(line for line in lines if line[0] == "default")
-    assert int(default[2]) >= 1
+    assert int(default[2]) >= 1 and default[-1] == "no"
     assert lines[-1] == ["workers", "alive:", "1"]
     figures = _json(tq("queues", "--json"))
     assert figures["workersAlive"] == 1
-    queue = next(q for q in figures["queues"] if q["queue"] == "default")
-    assert set(queue) == {"queue", "ready", "delayed", "failed", "oldestAgeSeconds"} and queue["delayed"] >= 1
+    queue = next(q for q in figures["queues"] if q["name"] == "default")
+    assert set(queue) == {"name", "ready", "readyByPriority", "delayed", "waiting", "running", "failed",
+                          "oldestAgeSeconds", "paused", "pausedAt"} and queue["delayed"] >= 1  # fmt: skip
+    # GET /queues needs a key (the read-only one will do).
+    assert tq("queues", TASKQUEUE_API_KEY=served.readonly_key).exit_code == 0
+    assert tq("queues", TASKQUEUE_API_KEY="").exit_code == 2
+
+
+def test_pause_and_resume_a_queue(served: Served, tq: Any, client: Client) -> None:
+    paused = tq("pause", "flow")
+    try:
+        assert paused.exit_code == 0 and paused.stdout.startswith("Paused flow (since "), paused.stderr
+        assert "until tq resume flow" in paused.stdout
+        held = client.enqueue("orderJob", {})
+        flow = next(line for line in _rows(tq("queues")) if line[0] == "flow")
+        assert flow[-2] == "since" and len(flow[-1]) == len("12:00:00")
+        again = _json(tq("pause", "flow", "--json"))
+        assert again["name"] == "flow" and again["paused"] is True and again["pausedAt"]
+        time.sleep(1.0)
+        assert client.get(held).state == "queued"
+        watched = json.loads(tq("watch", "--json", "--count", "1").stdout)
+        assert next(q for q in watched["queues"] if q["name"] == "flow")["paused"] is True
+        readonly = tq("resume", "flow", TASKQUEUE_API_KEY=served.readonly_key)
+        assert readonly.exit_code == 1 and "403" in readonly.stderr
+    finally:
+        resumed = tq("resume", "flow")
+    assert resumed.exit_code == 0 and resumed.stdout.startswith("Resumed flow: "), resumed.stderr
+    assert client.wait(held, timeout=20).succeeded
+    as_json = _json(tq("resume", "flow", "--json"))
+    assert as_json["paused"] is False and as_json["pausedAt"] is None
+    for command in ("pause", "resume"):
+        missing = tq(command, "nosuchqueue")
+        assert missing.exit_code == 1 and "no queue 'nosuchqueue'" in missing.stderr
+        error = json.loads(tq(command, "nosuchqueue", "--json").stderr)
+        assert error["status"] == 404
+
+
+def test_enqueue_with_priority_max_retries_and_queue(tq: Any, client: Client) -> None:
+    added = _json(
+        tq("enqueue", "orderJob", "{}", "--priority", "high", "--max-retries", "1", "--queue", "flow", "--delay", "300",
+           "--json")
+    )  # fmt: skip
+    record = _json(tq("show", added["jobId"], "--json"))
+    assert (record["priority"], record["maxRetries"], record["queue"]) == ("high", 1, "flow")
+    shown = tq("show", added["jobId"])
+    assert any(line.split() == ["priority", "high"] for line in shown.stdout.splitlines())
+    moved = tq("enqueue", "emailJob", '{"email": "m@example.com"}', "--queue", "flow", "--wait", "20", "--json")
+    assert _json(moved)["queue"] == "flow" and _json(moved)["state"] == "succeeded"
+    refused = tq("enqueue", "orderJob", "{}", "--queue", "nosuchqueue")
+    assert refused.exit_code == 1 and "queue" in refused.stderr
+    client.cancel(added["jobId"])
+
+
+def test_cancel_a_delayed_job_or_a_running_one(served: Served, tq: Any, client: Client) -> None:
+    delayed = client.enqueue("orderJob", {}, delay=300)
+    canceled = tq("cancel", delayed)
+    assert canceled.exit_code == 0 and canceled.stdout.strip() == f"Canceled {delayed} (orderJob): it will not run."
+    assert client.get(delayed).state == "canceled"
+    other = client.enqueue("orderJob", {}, delay=300)
+    body = _json(tq("cancel", other, "--json"))
+    assert body["jobId"] == other and body["state"] == "canceled" and body["canceled"] is True
+    assert "will not run" in body["message"]
+    assert "canceled" in tq("show", other).stdout
+
+    running = served.running_job(client, "slowJob")
+    requested = tq("cancel", running)
+    assert requested.exit_code == 0 and requested.stdout.startswith(f"Cancel requested for {running} (slowJob, ")
+    assert "requested" in requested.stdout
+    assert client.wait(running, timeout=20).canceled
+
+    stubborn = served.running_job(client, "stubbornJob")
+    forced = _json(tq("cancel", stubborn, "--force", "--json"))
+    assert forced["canceled"] is False and "interrupted" in forced["message"]
+    assert client.wait(stubborn, timeout=20).canceled
+
+    done = client.enqueue("orderJob", {})
+    assert client.wait(done, timeout=20).succeeded
+    finished = tq("cancel", done)
+    assert finished.exit_code == 1 and "succeeded" in finished.stderr and "409" in finished.stderr
+    missing = tq("cancel", "no-such-job", "--json")
+    assert missing.exit_code == 1 and json.loads(missing.stderr)["status"] == 404
+
+
+def test_schedules_as_a_table_or_json(tq: Any) -> None:
+    lines = _rows(tq("schedules"))
+    assert lines[0] == ["NAME", "CRON", "TIMEZONE", "JOB", "NEXT", "RUN", "LAST", "RUN", "LAST", "JOB"]
+    assert lines[1][:4] == ["cleanup", "@daily", "UTC", "cleanupJob"] and lines[1][-2:] == ["-", "-"]
+    listed = _json(tq("schedules", "--json"))
+    [cleanup] = listed["schedules"]
+    assert cleanup["name"] == "cleanup" and cleanup["nextRunAt"] > time.time() * 1000 and cleanup["lastRun"] is None
+    assert tq("schedules", TASKQUEUE_API_KEY="wrong-key").exit_code == 1
 
 
 def test_watch_prints_a_json_line_per_refresh_with_rates(served: Served, tq: Any, client: Client) -> None:
@@ -210,9 +310,10 @@ def test_watch_prints_a_json_line_per_refresh_with_rates(served: Served, tq: Any
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0 and len(lines) == 3
     assert all(line["workersAlive"] == 1 and line["redisUp"] is True and not line["problems"] for line in lines)
-    default = next(q for q in lines[-1]["queues"] if q["queue"] == "default")
+    default = next(q for q in lines[-1]["queues"] if q["name"] == "default")
     assert {"enqueued", "succeeded"} <= set(default["rates"])
-    assert next(q for q in lines[0]["queues"] if q["queue"] == "default")["rates"] == {}  # one scrape: no rate yet
+    assert {"waiting", "running", "paused", "pausedAt"} <= set(default) and default["paused"] is False
+    assert next(q for q in lines[0]["queues"] if q["name"] == "default")["rates"] == {}  # one scrape: no rate yet
 
     # A worker endpoint that does not answer is reported (by number, not URL) and the view goes on.
     unanswered = f"http://127.0.0.1:{free_port()}/metrics"
@@ -221,9 +322,11 @@ def test_watch_prints_a_json_line_per_refresh_with_rates(served: Served, tq: Any
         "worker metrics endpoint 1: ConnectError"
     ]
     assert unanswered not in partial.stdout
-    # /metrics needs no key: neither do `tq queues` and `tq watch`.
-    assert tq("watch", "--json", "--count", "1", TASKQUEUE_API_KEY="").exit_code == 0
-    assert tq("queues", TASKQUEUE_API_KEY="").exit_code == 0
+    # /metrics needs no key: neither does `tq watch`, which then shows only what /metrics has.
+    keyless = tq("watch", "--json", "--count", "1", TASKQUEUE_API_KEY="")
+    assert keyless.exit_code == 0
+    default = next(q for q in json.loads(keyless.stdout)["queues"] if q["name"] == "default")
+    assert set(default) == {"name", "ready", "delayed", "failed", "oldestAgeSeconds", "rates"}
     del client
 
 
@@ -245,6 +348,7 @@ def test_watch_redraws_in_a_terminal_until_ctrl_c(served: Served, client: Client
             screens.append(child.before)
             client.enqueue("emailJob", {"email": "watched@example.com"})
         assert "QUEUE" in screens[-1] and "ENQUEUED/s" in screens[-1] and "SUCCEEDED/s" in screens[-1]
+        assert "RUNNING" in screens[-1] and "PAUSED" in screens[-1]
         assert "default" in screens[-1]
         assert "\x1b[" in "".join(screens)  # drawn with terminal controls: a redraw, not appended lines
         child.sendintr()
@@ -262,6 +366,10 @@ def test_the_console_script_exit_codes_and_no_url_or_key_in_any_output(served: S
         (env, ["jobs", "--help"], 0),
         (env, ["jobs", "--limit", "2"], 0),
         (env, ["queues", "--json"], 0),
+        (env, ["schedules"], 0),
+        (env, ["cancel", "no-such-job"], 1),
+        (env, ["pause", "nosuchqueue"], 1),
+        (env, ["pause"], 2),
         (env, ["show", "no-such-job"], 1),
         (env, ["--json", "show", "no-such-job"], 1),
         (env, ["enqueue", "emailJob", "{bad"], 2),
