@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import enqueue, report
+from app.keys import PRIORITY_LEVELS
+from bench import enqueue, report, ui
+from bench.backlog import CASES, high_behind_backlog
 from bench.context import Context, private_context
+from bench.keys import CONCURRENCY_ENV, LIMITED_NOOP
 from bench.latency import latency
 from bench.machine import describe
 from bench.workers import OURS, PLAIN, Run, throughput
@@ -26,7 +29,9 @@ from tests.support.services import redis_server_binary
 
 T = TypeVar("T")
 RESULTS = Path(__file__).with_name("results")
-SECTIONS = ("workers", "enqueue", "latency")
+SECTIONS = ("workers", "flow", "enqueue", "latency", "ui")
+#: The module that declares the limited no-op job type (loaded by the workers through JOB_MODULES).
+FLOW_MODULE = "bench.flow"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,15 @@ class Plan:
     plain_idle_samples: int = 50
     latency_config: str = "2x8"
     repeats: int = 3
+    #: Flow control (issue 14): throughput with priorities and a concurrency limit against without.
+    flow_config: str = "2x8"
+    #: A limit no configuration reaches (16 threads at most): the cost of checking it, not of waiting.
+    flow_concurrency: int = 1_000
+    #: A limit that binds (a quarter of 2x8's threads), reported without a target.
+    bound_concurrency: int = 4
+    bound_jobs: int = 20_000
+    backlog_jobs: int = 10_000
+    backlog_runs: int = 3
 
 
 QUICK = Plan(
@@ -73,6 +87,11 @@ QUICK = Plan(
     latency_config="1x2",
     repeats=1,
     enqueue_repeats=1,
+    flow_config="1x2",
+    bound_concurrency=1,
+    bound_jobs=3_000,
+    backlog_jobs=500,
+    backlog_runs=1,
 )
 
 
@@ -107,10 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         if "workers" in args.sections:
             figures["workers"] = measure_workers(context, plan)
+        if "flow" in args.sections:
+            figures["flow"] = measure_flow(context, plan)
+            figures["backlog"] = measure_backlog(context, plan)
         if "enqueue" in args.sections:
             figures["enqueue"] = measure_enqueue(context, plan)
         if "latency" in args.sections:
             figures["latency"] = measure_latency(context, plan, figures.get("workers", {}))
+        if "ui" in args.sections:  # the console's pages with 100,000 records (bench/ui.py)
+            figures["ui"] = _step(
+                "console pages", lambda: ui.measure(Path(tmp), **({"records": 10_000} if args.quick else {}))
+            )
     settings["duration_s"] = round(time.monotonic() - started, 1)
     text = report.write(args.out, machine, settings, figures)
     print(text)
@@ -146,6 +172,71 @@ def measure_workers(context: Context, plan: Plan) -> dict[str, Any]:
             "runs": runs,
         }
     return rows
+
+
+def measure_flow(context: Context, plan: Plan) -> dict[str, Any]:
+    """Our worker on no-op jobs, `repeats` times in turn: plain (one job type, normal priority, no
+    limits declared), with flow control configured (the jobs spread over the three priority
+    levels, their type declared with a concurrency limit that never binds), each of the two alone,
+    and with a limit that binds."""
+    processes, threads = _config(plan.flow_config)
+    run = Run(jobs=plan.worker_jobs, warmup_s=plan.warmup_s, window_s=plan.window_s)
+    bound_run = dataclasses.replace(run, jobs=plan.bound_jobs)
+    limited = {"job": LIMITED_NOOP, "priorities": PRIORITY_LEVELS, "JOB_MODULES": FLOW_MODULE}
+    never_binds = {CONCURRENCY_ENV: str(plan.flow_concurrency)}
+    variants: dict[str, tuple[Run, dict[str, Any]]] = {
+        "plain": (run, {}),
+        "flow": (run, {**limited, **never_binds}),
+        # Each half of it alone, to tell which one costs what.
+        "priorities_only": (run, {"priorities": PRIORITY_LEVELS}),
+        "limit_only": (run, {"job": LIMITED_NOOP, "JOB_MODULES": FLOW_MODULE, **never_binds}),
+        "bound": (bound_run, {**limited, CONCURRENCY_ENV: str(plan.bound_concurrency)}),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for _ in range(plan.repeats):
+        for name, (name_run, options) in variants.items():
+            measure = functools.partial(throughput, context, OURS, processes, threads, name_run, **options)
+            runs[name].append(_step(f"flow control: {name} {plan.flow_config}", measure))
+    rate = {name: _mean(result["jobs_per_s"] for result in results) for name, results in runs.items()}
+    cpu = {name: _mean(_cpu_per_job(result) for result in results) for name, results in runs.items()}
+    return {
+        "config": plan.flow_config,
+        **{name: round(value) for name, value in rate.items()},
+        "ratio": report.ratio(rate["flow"], rate["plain"]),
+        "cpu_us_per_job": {name: round(value, 1) for name, value in cpu.items()},
+        "cpu_ratio": report.ratio(cpu["flow"], cpu["plain"]),
+        "priorities": list(PRIORITY_LEVELS),
+        "concurrency": plan.flow_concurrency,
+        "bound_concurrency": plan.bound_concurrency,
+        "runs": runs,
+    }
+
+
+def measure_backlog(context: Context, plan: Plan) -> dict[str, Any]:
+    """A high job behind `backlog_jobs` normal ones, resumed and busy (bench/backlog.py)."""
+    processes, threads = _config(plan.flow_config)
+    prefetch = context.settings.worker_prefetch
+    # The rule: resumed, it is in the first fetch after the resume, so only what the processes
+    # take in their first fetches can start before it; busy, what they held when it arrived (up to
+    # a prefetch each) and one more fetch of each.
+    limits = {"resumed": prefetch * processes, "busy": 2 * prefetch * processes}
+    results: dict[str, Any] = {}
+    for case in CASES:
+        measure = functools.partial(
+            high_behind_backlog,
+            context,
+            processes,
+            threads,
+            backlog=plan.backlog_jobs,
+            runs=plan.backlog_runs,
+            case=case,
+        )
+        results[case] = {
+            **_step(f"high job behind {plan.backlog_jobs} ({case})", measure),
+            "config": plan.flow_config,
+            "started_before_limit": limits[case],
+        }
+    return results
 
 
 def _mean(values: Iterable[float]) -> float:

@@ -10,10 +10,9 @@ from app.ui.reads import Minutes
 WIDTH, HEIGHT, TOP = 720, 140, 10
 
 
-def bars(minutes: Minutes, *, bucket: int, label: str) -> Markup:
-    """Succeeded jobs up, failed attempts (retried and dead-lettered) stacked on them, `bucket`
-    minutes per bar."""
-    grouped = minutes.buckets(bucket)
+def bars(minutes: Minutes, *, label: str) -> Markup:
+    """Succeeded jobs up, failed attempts (retried and dead-lettered) stacked on them."""
+    grouped = minutes.counts
     ok, retried, failed = grouped["succeeded"], grouped["retried"], grouped["failed"]
     totals = [a + b + c for a, b, c in zip(ok, retried, failed, strict=True)]
     peak = max(totals, default=0) or 1

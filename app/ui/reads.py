@@ -14,16 +14,18 @@ from app.api.context import Api
 from app.api.errors import deadline
 from app.api.queue_state import QueueReader, QueueState
 from app.connection.commands import run_commands
+from app.connection.scripts import lua
 from app.keys import delay_queue
 from app.outcomes.record import FAILED, PUBLIC_FIELDS, RETRYING, decode_record, now_ms, public
 
 #: A page of jobs.
 PAGE = 50
 #: Filters the indexes cannot apply (queue, error text) look at most this many entries per page.
-SCAN_LIMIT = 5_000
+SCAN_LIMIT = 1_000
 #: Top errors are counted among this many of the newest failed jobs.
-ERROR_SAMPLE = 500
-LIST_FIELDS = (*PUBLIC_FIELDS, "traceback")
+ERROR_SAMPLE = 200
+LIST_FIELDS = PUBLIC_FIELDS
+MINUTE_COUNTS_SCRIPT = lua("minute_counts")
 MINUTE_MS = 60_000
 OUTCOMES = ("succeeded", "retried", "failed")
 
@@ -47,20 +49,18 @@ class Worker:
 
 @dataclass(frozen=True)
 class Minutes:
-    """Outcome counts per minute, oldest first, ending with the current minute."""
+    """Outcome counts per bar (`size` minutes each), oldest first, ending with the current minute."""
 
-    first_minute: int
+    size: int
     counts: dict[str, list[int]]
-
-    def buckets(self, size: int) -> dict[str, list[int]]:
-        """The counts added up `size` minutes at a time."""
-        return {
-            outcome: [sum(values[i : i + size]) for i in range(0, len(values), size)]
-            for outcome, values in self.counts.items()
-        }
 
     def total(self, outcome: str) -> int:
         return sum(self.counts[outcome])
+
+    @classmethod
+    def parse(cls, size: int, reply: Sequence[Any]) -> Minutes:
+        values = [int(v) for v in reply]
+        return cls(size=size, counts={outcome: values[i::3] for i, outcome in enumerate(OUTCOMES)})
 
 
 @dataclass(frozen=True)
@@ -90,18 +90,17 @@ async def overview(api: Api) -> Overview:
         for job_type in job_types:
             pipeline.zcard(keys.state_index(RETRYING, job_type.name))
         pipeline.zrangebyscore(keys.heartbeats(), now - api.settings.heartbeat_timeout_ms, "+inf", withscores=True)
-        for minute in minutes:
-            pipeline.hmget(keys.minute_counts(minute), *OUTCOMES)
+        minute_keys = [keys.minute_counts(minute) for minute in minutes]
+        pipeline.eval(MINUTE_COUNTS_SCRIPT, 60, *minute_keys[-60:], 1)
+        pipeline.eval(MINUTE_COUNTS_SCRIPT, len(minute_keys), *minute_keys, 10)
         replies: list[Any] = await pipeline.execute()
     queues = reader.parse(replies[0], now)
     retrying: Counter[str] = Counter()
     for job_type, count in zip(job_types, replies[1 : 1 + len(job_types)], strict=True):
         retrying[job_type.queue] += int(count)
     beats = [(_text(member), int(score)) for member, score in replies[1 + len(job_types)]]
-    minute_rows = replies[2 + len(job_types) :]
-    counts = {outcome: [int(row[i] or 0) for row in minute_rows] for i, outcome in enumerate(OUTCOMES)}
-    day = Minutes(first_minute=minutes[0], counts=counts)
-    hour = Minutes(first_minute=minutes[-60], counts={k: v[-60:] for k, v in counts.items()})
+    hour = Minutes.parse(1, replies[2 + len(job_types)])
+    day = Minutes.parse(10, replies[3 + len(job_types)])
     workers = await _workers(api, beats, reader.queues)
     return Overview(queues=queues, retrying=dict(retrying), workers=workers, hour=hour, day=day, at_ms=now)
 
@@ -190,7 +189,7 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
             top = f.cursor[0]
         jobs: list[dict[str, Any]] = []
         offset, scanned, last = 0, 0, None
-        chunk = limit + 1 if not f.scanned else 200
+        chunk = limit + 1
         while True:
             rows: Any = await api.client.zrevrangebyscore(index, top, low, start=offset, num=chunk, withscores=True)
             offset += len(rows)
@@ -218,6 +217,7 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
                 return JobPage(jobs, None, total, scanned, False)
             if f.scanned and scanned >= SCAN_LIMIT:
                 return JobPage(jobs, _cursor(last), total, scanned, True)
+            chunk = min(chunk * 2, 400)  # a filter that matches few: read more at once
 
 
 def _cursor(entry: tuple[int, str] | None) -> str | None:

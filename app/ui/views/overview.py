@@ -20,8 +20,8 @@ async def _context(request: Request) -> dict[str, Any]:
     figures = await reads.overview(api_of(request))
     return {
         "o": figures,
-        "hour_chart": charts.bars(figures.hour, bucket=1, label="last hour, per minute"),
-        "day_chart": charts.bars(figures.day, bucket=10, label="last day, per 10 minutes"),
+        "hour_chart": charts.bars(figures.hour, label="last hour, per minute"),
+        "day_chart": charts.bars(figures.day, label="last day, per 10 minutes"),
     }
 
 
