@@ -8,8 +8,8 @@ template; not the HTTP parsing, which is the same for every page)."""
 from __future__ import annotations
 
 import argparse
-import json
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -46,7 +46,7 @@ def seed(client: Any, keys: Keys, records: int) -> str:
         fields: dict[str, Any] = {
             "jobId": job_id, "jobName": job_name, "queue": "default", "state": state, "attempts": 1,
             "maxRetries": 5, "enqueuedAt": at - 100, "startedAt": at - 50, "finishedAt": at, "durationMs": 50,
-            "data": '{"url": "https://example.com/hook", "payload": {"n": %d}}' % n,
+            "data": json.dumps({"url": "https://example.com/hook", "payload": {"n": n}}),
         }  # fmt: skip
         if state == FAILED:
             failed_id = job_id

@@ -655,6 +655,7 @@ def banner(
     return (
         f"taskqueue\n  API:      {base}   (endpoints: {base}/openapi.json)\n  API key:  {key[0]}   ({key[1]})\n"
         f"  Redis:    {redis.note}\n  Settings: {settings}\n  Mail:     {mail}\n"
+        f"  Console:  {base}/ui/   (sign in with the API key; API reference at {base}/docs)\n"
         f"  Metrics:  {base}/metrics, {workers}\n"
         f"Try:\n  curl -X POST {base}/enqueue -H 'Content-Type: application/json' -H 'x-api-key: {key[0]}' "
         """-d '{"jobName": "emailJob", "data": {"email": "user@example.com"}}'\n"""
