@@ -39,6 +39,11 @@ class BrokerUnavailable(TaskQueueError, ConnectionClosed):
         return self.message
 
 
+class ReplicasBehind(BrokerUnavailable):
+    """An enqueue Redis ran, but fewer replicas than REDIS_WAIT_REPLICAS acknowledged it within
+    REDIS_WAIT_TIMEOUT_MS: the job is kept while the master lives, and may be lost if it fails."""
+
+
 class UnknownJob(TaskQueueError):
     """A jobName that no registered job type has."""
 

@@ -98,6 +98,11 @@ class Keys:
     def idempotency(self, key: str) -> str:
         return f"{self.namespace}:idem:{key}"
 
+    def replication_fence(self) -> str:
+        """A pub/sub channel no one listens to: a PUBLISH to it is replicated, so that a WAIT
+        after it covers writes that another connection made before (WAIT covers its own)."""
+        return f"{self.namespace}:replication-fence"
+
     def cleanup_status(self) -> str:
         return f"{self.namespace}:cleanup"
 

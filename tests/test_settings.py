@@ -192,3 +192,63 @@ def test_result_max_bytes_caps_a_jobs_result() -> None:
     assert Settings.from_env({"RESULT_MAX_BYTES": "1024"}).result_max_bytes == 1024
     with pytest.raises(SettingsError, match="RESULT_MAX_BYTES=0 is out of range"):
         Settings.from_env({"RESULT_MAX_BYTES": "0"})
+
+
+# ----- Redis Sentinel and REDIS_WAIT_REPLICAS -----
+
+
+def test_sentinels_are_parsed_with_the_default_port() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_SENTINELS": " s1:26380, [::1]:26381 ,s3,",
+            "REDIS_SENTINEL_MASTER": "mymaster",
+            "REDIS_URL": "redis:///2",
+        }
+    )
+    assert settings.redis_sentinels == (("s1", 26380), ("::1", 26381), ("s3", 26379))
+    assert settings.redis_sentinel_master == "mymaster"
+    assert Settings.from_env({}).redis_sentinels == ()
+
+
+@pytest.mark.parametrize("entry", ["s1:0", "s1:70000", "s1:port", ":26379", "user@s1:26379", "s1:26379/0"])
+def test_a_bad_sentinel_entry_is_named(entry: str) -> None:
+    with pytest.raises(SettingsError, match=f"REDIS_SENTINELS entry {entry!r} is not valid: expected host:port"):
+        Settings.from_env({"REDIS_SENTINELS": f"ok:26379,{entry}", "REDIS_SENTINEL_MASTER": "m"})
+
+
+def test_sentinels_and_their_master_name_go_together() -> None:
+    with pytest.raises(SettingsError, match="REDIS_SENTINEL_MASTER is not"):
+        Settings.from_env({"REDIS_SENTINELS": "s1:26379"})
+    with pytest.raises(SettingsError, match="REDIS_SENTINELS is not"):
+        Settings.from_env({"REDIS_SENTINEL_MASTER": "m"})
+    with pytest.raises(SettingsError, match="unix socket"):
+        Settings.from_env({"REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "unix:///r.sock"})
+
+
+def test_redis_password_and_username_go_into_the_url_and_are_never_shown() -> None:
+    settings = Settings.from_env(
+        {"REDIS_URL": "redis://cache:6379/1", "REDIS_USERNAME": "app", "REDIS_PASSWORD": "p@ss:w/rd"}
+    )
+    parts = urlsplit(settings.redis_url)
+    assert (parts.hostname, parts.port, parts.path) == ("cache", 6379, "/1")
+    assert parts.username == "app" and parts.password == "p%40ss%3Aw%2Frd"
+    secret = Settings.from_env({"REDIS_PASSWORD": "p@ss", "REDIS_SENTINEL_PASSWORD": "sentinel-secret"})
+    assert "p%40ss" not in repr(secret) and "sentinel-secret" not in repr(secret)
+
+
+def test_credentials_in_two_places_are_refused() -> None:
+    with pytest.raises(SettingsError, match="give them in one place") as raised:
+        Settings.from_env({"REDIS_URL": "redis://:inurl@cache:6379/0", "REDIS_PASSWORD": "other"})
+    assert "inurl" not in str(raised.value)
+
+
+def test_wait_replicas_and_its_timeout() -> None:
+    assert (Settings.from_env({}).redis_wait_replicas, Settings.from_env({}).redis_wait_timeout_ms) == (0, 1000)
+    settings = Settings.from_env({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "250"})
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == (1, 250)
+    with pytest.raises(SettingsError, match="REDIS_WAIT_REPLICAS=-1 is out of range"):
+        Settings.from_env({"REDIS_WAIT_REPLICAS": "-1"})
+    # 0 would make WAIT block for ever; past 3 s the API's 4 s deadline would answer first.
+    for bad in ("0", "3001"):
+        with pytest.raises(SettingsError, match=f"REDIS_WAIT_TIMEOUT_MS={bad} is out of range"):
+            Settings.from_env({"REDIS_WAIT_TIMEOUT_MS": bad})

@@ -12,6 +12,7 @@ from app.api.body import json_body
 from app.api.context import Api, api_of
 from app.api.errors import ApiError, deadline
 from app.broker.enqueue import JOB_REQUEST_FIELDS
+from app.connection.api_writes import run_confirmed
 from app.errors import InvalidJobData, UnknownJob, shown
 from app.outcomes.record import now_ms
 
@@ -72,7 +73,13 @@ async def enqueue(request: Request) -> Response:
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     stored, command = api.enqueuer.command_once(message, delay, idempotency_key, api.settings.idempotency_ttl_seconds)
     async with deadline():
-        existing = await api.client.execute_command(*command)
+        existing = await run_confirmed(
+            api.client,
+            command,
+            fence=api.keys.replication_fence(),
+            wait_replicas=api.settings.redis_wait_replicas,
+            wait_timeout_ms=api.settings.redis_wait_timeout_ms,
+        )
     if existing:
         return JSONResponse({"message": "Job already added", "jobId": existing.decode()}, status_code=200)
     return _job_added(stored.message_id)

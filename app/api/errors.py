@@ -15,7 +15,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from app.connection.clients import translated
-from app.errors import BrokerUnavailable, InvalidJobData, JobNotFound, JobStateConflict, UnknownJob, shown
+from app.errors import (
+    BrokerUnavailable,
+    InvalidJobData,
+    JobNotFound,
+    JobStateConflict,
+    ReplicasBehind,
+    UnknownJob,
+    shown,
+)
 
 logger = logging.getLogger("app.http")
 
@@ -81,6 +89,12 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
         message = (
             "the queue is unavailable: Redis refused the API's credentials (the operator must fix the password "
             "in REDIS_URL); nothing was enqueued: retry later"
+        )
+    elif isinstance(exc, ReplicasBehind):
+        logger.warning("Answering 503: %s", exc)
+        message = (
+            f"the job may or may not be kept: {exc}, so a failover now could lose it. Retry later; "
+            "with the same Idempotency-Key a retry cannot add it twice"
         )
     else:
         logger.warning("Answering 503: %s", exc)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio
 
 from app.connection.atomic import run_atomically_async
 from app.connection.clients import REDIS_DOWN_ERRORS, unavailable
 from app.connection.commands import Command, coalesce
+from app.errors import ReplicasBehind
 
 #: Upper bound on commands in one pipeline, so a burst does not build one huge transaction.
 MAX_COMMANDS_PER_FLUSH = 20_000
@@ -20,9 +22,14 @@ MAX_COMMANDS_PER_FLUSH = 20_000
 class WriteBatcher:
     """Runs each submitted command list exactly once, batched with its concurrent neighbours."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, timeout_s: float) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, *, timeout_s: float, wait_replicas: int = 0, wait_timeout_ms: int = 0
+    ) -> None:
+        """`wait_replicas`: each batch's write is followed by a WAIT for that many replicas, for
+        at most `wait_timeout_ms` (one WAIT covers every request of the batch)."""
         self.client = client
         self.timeout_s = timeout_s
+        self.wait = (wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._pending: list[tuple[Sequence[Command], asyncio.Future[None]]] = []
         self._flushing = False
 
@@ -54,7 +61,9 @@ class WriteBatcher:
         # all to read). Sent once: again only if it could not be sent at all (app/connection/atomic.py).
         commands = coalesce([command for commands, _ in batch for command in commands])
         try:
-            await asyncio.wait_for(run_atomically_async(self.client, commands), self.timeout_s)
+            acknowledged = await asyncio.wait_for(
+                run_atomically_async(self.client, commands, wait_replicas=self.wait), self.timeout_s
+            )
         except (TimeoutError, *REDIS_DOWN_ERRORS) as error:
             failure = unavailable(error)
             for _, future in batch:
@@ -66,6 +75,36 @@ class WriteBatcher:
                 if not future.done():
                     future.set_exception(error)
             return
+        if self.wait is not None and acknowledged is not None and acknowledged < self.wait[0]:
+            behind = ReplicasBehind(
+                f"Redis ran the write, but only {acknowledged} of the {self.wait[0]} replica(s) REDIS_WAIT_REPLICAS "
+                f"asks for acknowledged it within {self.wait[1]} ms"
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(behind)
+            return
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+
+async def run_confirmed(
+    client: redis.asyncio.Redis, command: Command, *, fence: str, wait_replicas: int, wait_timeout_ms: int
+) -> Any:
+    """One idempotent write's reply, once `wait_replicas` replicas have acknowledged it (ReplicasBehind
+    otherwise). Its reply may be "already done" by an earlier request: a PUBLISH to `fence` (an
+    unheard channel, but replicated) makes the WAIT cover that earlier write too, in one round trip."""
+    if not wait_replicas:
+        return await client.execute_command(*command)
+    async with client.pipeline(transaction=False) as pipeline:
+        pipeline.execute_command(*command)
+        pipeline.execute_command("PUBLISH", fence, "")
+        pipeline.execute_command("WAIT", wait_replicas, wait_timeout_ms)
+        reply, _, acknowledged = await pipeline.execute()
+    if int(acknowledged) < wait_replicas:
+        raise ReplicasBehind(
+            f"Redis ran the write, but only {acknowledged} of the {wait_replicas} replica(s) REDIS_WAIT_REPLICAS "
+            f"asks for acknowledged it within {wait_timeout_ms} ms"
+        )
+    return reply

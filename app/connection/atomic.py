@@ -90,9 +90,16 @@ class _NotSent(Exception):
         self.error = error
 
 
-async def run_atomically_async(client: redis.asyncio.Redis, commands: Sequence[Command]) -> None:
-    """`run_atomically` for the asyncio client."""
+async def run_atomically_async(
+    client: redis.asyncio.Redis, commands: Sequence[Command], *, wait_replicas: tuple[int, int] | None = None
+) -> int | None:
+    """`run_atomically` for the asyncio client. `wait_replicas` (n, timeout in ms): a WAIT follows
+    on the same connection (WAIT covers the writes of its own connection), in the same round trip;
+    the number of replicas that acknowledged the write is returned."""
     packed, count = packed_call(commands)
+    if wait_replicas is not None:
+        packed += pack([("WAIT", *wait_replicas)])
+        count += 1
     try:
         replies = await _round_trip(client.connection_pool, packed, count)
     except _NotSent:
@@ -100,7 +107,11 @@ async def run_atomically_async(client: redis.asyncio.Redis, commands: Sequence[C
             replies = await _round_trip(client.connection_pool, packed, count)  # on a fresh connection
         except _NotSent as again:
             raise unavailable(again.error) from again.error
+    acknowledged = replies.pop() if wait_replicas is not None else None
     _raise_first_error(replies)
+    if isinstance(acknowledged, redis.ResponseError):
+        raise acknowledged
+    return None if acknowledged is None else int(acknowledged)
 
 
 async def _round_trip(pool: redis.asyncio.ConnectionPool, packed: bytes, count: int) -> list[Any]:

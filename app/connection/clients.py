@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.connection
 import redis.retry
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
 from app.connection.commands import Command, run_commands
 from app.errors import BrokerUnavailable
-from app.settings import Settings, redact_url
+from app.settings import REDIS_CONNECT_TIMEOUT_S, Settings, redact_url
 
-#: What a Redis that is down, restarting or unreachable raises.
-REDIS_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)
+#: What a Redis that is down, restarting or unreachable raises; and a write that reached a master
+#: demoted to a replica (a failover under way, or behind a DNS name that moved): refused before
+#: anything ran (a script on a replica stops at its first write), so it is an outage to wait out,
+#: and safe to send again. With sentinels, redis-py itself turns it into a ConnectionError after
+#: closing the connection, so that the next one asks the sentinels for the new master.
+REDIS_DOWN_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
 
 
 def make_client(settings: Settings, *, retry_once: bool = False, **overrides: Any) -> redis.Redis:
@@ -27,7 +42,14 @@ def make_client(settings: Settings, *, retry_once: bool = False, **overrides: An
     `retry_once`: for a client that only reads (or writes idempotently), a command failing on a
     connection that turns out dead is sent once more on a fresh one."""
     retry = redis.retry.Retry(NoBackoff(), 1, supported_errors=RESEND_ERRORS) if retry_once else None
-    return redis.Redis.from_url(settings.redis_url, **{**_pool_options(retry), **overrides})
+    options = {**_pool_options(retry), **overrides}
+    if settings.redis_sentinels:
+        sentinel = redis.sentinel.Sentinel(settings.redis_sentinels, sentinel_kwargs=_sentinel_options(settings))
+        url_options = _url_options(redis.connection.parse_url(settings.redis_url))
+        return sentinel.master_for(
+            settings.redis_sentinel_master, redis_class=_SentinelMaster, **url_options, **options
+        )
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def make_async_client(settings: Settings, **overrides: Any) -> redis.asyncio.Redis:
@@ -36,7 +58,16 @@ def make_async_client(settings: Settings, **overrides: Any) -> redis.asyncio.Red
     a command failing on a connection that turns out dead is sent once more on a fresh one. Writes
     that must run exactly once go through `run_atomically_async` (app/connection/atomic.py)."""
     retry = redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=RESEND_ERRORS)
-    return redis.asyncio.Redis.from_url(settings.redis_url, **{**_pool_options(retry), **overrides})
+    options = {**_pool_options(retry), **overrides}
+    if settings.redis_sentinels:
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            settings.redis_sentinels, sentinel_kwargs=_sentinel_options(settings)
+        )
+        url_options = _url_options(redis.asyncio.connection.parse_url(settings.redis_url))
+        return sentinel.master_for(
+            settings.redis_sentinel_master, redis_class=_AsyncSentinelMaster, **url_options, **options
+        )
+    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
 
 
 #: What a connection that turns out dead raises (Redis closed it, or it was reset): worth one
@@ -59,8 +90,55 @@ def _pool_options(retry: Any) -> dict[str, Any]:
     return options
 
 
+class _SentinelMaster(redis.Redis):
+    """A client of the master the sentinels name; closing it closes its connections to them too."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.connection_pool.sentinel_manager.close()  # type: ignore[attr-defined]
+
+
+class _AsyncSentinelMaster(redis.asyncio.Redis):
+    """`_SentinelMaster` for the asyncio client."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            await self.connection_pool.sentinel_manager.aclose()  # type: ignore[attr-defined]
+
+
+def _url_options(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """REDIS_URL's options for connections to the master the sentinels name: its database,
+    credentials, TLS and timeouts; not its host and port (the sentinels give those)."""
+    options = {key: value for key, value in parsed.items() if key not in ("host", "port", "connection_class")}
+    if parsed.get("connection_class") in (redis.connection.SSLConnection, redis.asyncio.connection.SSLConnection):
+        options["ssl"] = True  # the sentinel pool picks its own TLS connection class
+    return options
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """Connections to the sentinels: they fail as fast as those to Redis (a dead sentinel is
+    skipped for the next), with the sentinels' own password."""
+    parsed = redis.connection.parse_url(settings.redis_url)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": parsed.get("socket_connect_timeout", REDIS_CONNECT_TIMEOUT_S),
+        "socket_timeout": parsed.get("socket_timeout", REDIS_CONNECT_TIMEOUT_S),
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
+    if settings.redis_sentinel_password:
+        options["password"] = settings.redis_sentinel_password
+    return options
+
+
 def describe(settings: Settings) -> str:
     """Where Redis is, safe to print."""
+    if settings.redis_sentinels:
+        sentinels = ",".join(f"{host}:{port}" for host, port in settings.redis_sentinels)
+        db = redis.connection.parse_url(settings.redis_url).get("db", 0)
+        return f"the master {settings.redis_sentinel_master!r} of sentinels {sentinels} (db {db})"
     return redact_url(settings.redis_url.split("?")[0])
 
 

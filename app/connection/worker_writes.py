@@ -249,6 +249,11 @@ class WorkerWrites:
         """Send `batch`, read the replies of `unread` and (`read_own`) of `batch`; the failure, if any."""
         failure: BaseException | None = None
         try:
+            if not connection.is_connected:
+                # Through connect(): a sentinel-managed connection asks the sentinels where the
+                # master is there. The send's own implicit connect would not (it would try the
+                # default localhost:6379).
+                connection.connect()
             if batch:  # empty when a waiting thread got the lane after its unit had gone with another
                 connection.send_packed_command([b"".join(unit.packed for unit in batch)])
                 self._release_sent(batch)
