@@ -116,8 +116,9 @@ def _url(path: str) -> str:
 def test_the_protected_routes_are_all_of_jobs_and_enqueue() -> None:
     assert {path for _, path in PROTECTED} == {
         "/enqueue", "/enqueue/batch", "/jobs", "/jobs/retry", "/jobs/{job_id}", "/jobs/{job_id}/retry",
+        "/jobs/{job_id}/cancel",
     }  # fmt: skip
-    assert len(PROTECTED) == 8
+    assert len(PROTECTED) == 9
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

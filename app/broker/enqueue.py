@@ -106,6 +106,8 @@ class Enqueuer:
         if priority is not None and priority not in PRIORITY_LEVELS:
             problems["priority"] = f"must be one of {', '.join(PRIORITY_LEVELS)} (or left out for the job type's)"
         max_retries = item.get("maxRetries")
+        if isinstance(max_retries, float) and max_retries.is_integer():
+            max_retries = int(max_retries)  # JSON has one number type: 3.0 is the integer 3
         whole = isinstance(max_retries, int) and not isinstance(max_retries, bool)
         if max_retries is not None and not (whole and 0 <= max_retries <= MAX_RETRIES_LIMIT):
             problems["maxRetries"] = f"must be a whole number from 0 to {MAX_RETRIES_LIMIT}"

@@ -121,7 +121,7 @@ async def test_malformed_json_is_400(
         ({"data": {}}, ("jobName is missing", KNOWN)),
         ({"jobName": "sendFax", "data": {}}, ("unknown jobName 'sendFax'", KNOWN)),
         ({"jobName": ["emailJob"], "data": {}}, ("unknown jobName", KNOWN)),
-        ({**GOOD_JOB, "priority": 1}, ("unknown field(s) priority", "allowed are jobName, data, delayMs")),
+        ({**GOOD_JOB, "colour": 1}, ("unknown field(s) colour", "allowed are jobName, data, delayMs, priority")),
     ],
     ids=["not-an-object", "no-jobName", "unknown-jobName", "jobName-not-a-string", "unknown-field"],
 )
