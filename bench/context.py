@@ -28,6 +28,10 @@ class Context:
     def __post_init__(self) -> None:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "API_", "PROMETHEUS_"))}
         inherited.pop("dramatiq_queue_prefetch", None)
+        # No recurring jobs: the repository's schedules.toml names production job types, which the
+        # benchmark's workers (bench.ours) do not declare; and none may run during a measurement.
+        schedules = self.tmp / "schedules.toml"
+        schedules.write_text("# none: the benchmark runs no recurring jobs\n")
         self.env = {
             **inherited,
             "REDIS_URL": self.redis.url,
@@ -35,6 +39,7 @@ class Context:
             "METRICS_DIR": str(self.tmp / "metrics"),
             "MBOX_PATH": str(self.tmp / "mail" / "outbox.mbox"),
             "PYTHONUNBUFFERED": "1",
+            "SCHEDULES_FILE": str(schedules),
             **self.env,
         }
         self.settings = Settings.from_env(self.env)

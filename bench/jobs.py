@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from app.broker.enqueue import Enqueuer
+from app.broker.enqueue import PRIORITY, Enqueuer
 from app.connection import clients as connections
 from app.jobs import JobRegistry
-from app.keys import Keys
+from app.keys import DEFAULT_PRIORITY, Keys
 from app.outcomes.log import OutcomeLog
 from app.settings import Settings
 from bench.keys import BENCH_QUEUE, NOOP
 
 CHUNK = 1_000
+NORMAL = (DEFAULT_PRIORITY,)
 
 
 class OurSender:
@@ -25,16 +27,22 @@ class OurSender:
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         keys = Keys(namespace=settings.namespace)
-        log = OutcomeLog(keys=keys, retention_seconds=settings.log_retention_seconds)
+        log = OutcomeLog.for_settings(keys, settings)
         # The bench job types live in the worker process; here only their names are needed.
         self.enqueuer = Enqueuer(registry=JobRegistry(), keys=keys, log=log, settings=settings)
         self.client = client
 
-    def send(self, actor_name: str = NOOP, count: int = 1) -> list[str]:
-        """Enqueue `count` jobs of `actor_name` in pipelined transactions; their ids."""
+    def send(
+        self, actor_name: str = NOOP, count: int = 1, priorities: Sequence[str] = (DEFAULT_PRIORITY,)
+    ) -> list[str]:
+        """Enqueue `count` jobs of `actor_name` in pipelined transactions, their priority levels
+        taken from `priorities` in turn (as an enqueue naming one does); their ids."""
         ids: list[str] = []
         for start in range(0, count, CHUNK):
-            messages = [_message(actor_name) for _ in range(min(CHUNK, count - start))]
+            messages = [
+                _message(actor_name, priorities[(start + n) % len(priorities)])
+                for n in range(min(CHUNK, count - start))
+            ]
             _, commands = self.enqueuer.commands_many([(message, None) for message in messages])
             connections.execute(self.client, commands)
             ids += [message.message_id for message in messages]
@@ -66,8 +74,10 @@ class PlainSender:
         return ids
 
 
-def _message(actor_name: str) -> dramatiq.Message[Any]:
+def _message(actor_name: str, priority: str = DEFAULT_PRIORITY) -> dramatiq.Message[Any]:
     job_id = uuid.uuid4().hex
+    # As Enqueuer.message writes it: no option for the normal level.
+    options = {} if priority == DEFAULT_PRIORITY else {PRIORITY: priority}
     return dramatiq.Message(
-        queue_name=BENCH_QUEUE, actor_name=actor_name, args=(job_id, {}), kwargs={}, options={}, message_id=job_id
+        queue_name=BENCH_QUEUE, actor_name=actor_name, args=(job_id, {}), kwargs={}, options=options, message_id=job_id
     )

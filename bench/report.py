@@ -14,6 +14,8 @@ IDLE_P50_MS = 5.0
 IDLE_P99_MS = 20.0
 API_RATIO_TO_NAIVE = 2.0
 BULK_JOBS_PER_S = 15_000
+#: Throughput with priorities and a (never binding) concurrency limit over without (issue 14).
+FLOW_RATIO = 0.95
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,23 @@ def targets(figures: dict[str, Any]) -> list[Target]:
             row["ratio_same_prefetch"],
             f">= {WORKER_RATIO_SAME_PREFETCH}",
             lambda v: v >= WORKER_RATIO_SAME_PREFETCH,
+        )
+    flow = figures.get("flow")
+    if flow:
+        check(
+            f"flow control {flow['config']}: priorities + concurrency limit / plain (jobs/s)",
+            flow["ratio"],
+            f">= {FLOW_RATIO}",
+            lambda v: v >= FLOW_RATIO,
+        )
+    for case, row in figures.get("backlog", {}).items():
+        limit = row["started_before_limit"]
+        check(
+            f"high job behind {row['backlog']:,} ({case}): backlog jobs started before it (most of "
+            f"{len(row['runs'])} runs)",
+            row["started_before_max"],
+            f"<= {limit}",
+            lambda v, limit=limit: v <= limit,
         )
     idle = figures.get("latency", {}).get("ours_idle")
     if idle:
@@ -117,6 +136,7 @@ def markdown(machine: dict[str, Any], settings: dict[str, Any], figures: dict[st
             cpu = row["cpu_us_per_job"]
             lines.append(f"| {config} | {cpu['ours']} | {cpu['plain_default']} | {cpu['plain_same_prefetch']} |")
         lines.append("")
+    lines += _flow_lines(figures, found, settings)
     enqueue = figures.get("enqueue")
     if enqueue:
         lines += [
@@ -194,6 +214,69 @@ def markdown(machine: dict[str, Any], settings: dict[str, Any], figures: dict[st
         lines.append(f"| {target.name} | {target.value} | {target.goal} | {'PASS' if target.met else 'FAIL'} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _flow_lines(figures: dict[str, Any], found: list[Target], settings: dict[str, Any]) -> list[str]:
+    """The flow-control sections (issue 14): throughput with and without, a high job behind a backlog."""
+    lines: list[str] = []
+    flow = figures.get("flow")
+    if flow:
+        cpu = flow["cpu_us_per_job"]
+        lines += [
+            f"## Flow control: worker throughput (ours {flow['config']}, no-op jobs/s; mean of "
+            f"{len(flow['runs']['plain'])} runs each, taken in turn)",
+            "",
+            "| configuration | jobs/s | CPU µs/job | vs plain | target |",
+            "|---|---:|---:|---:|---|",
+            f"| plain: one job type, normal priority, no limits | {_n(flow['plain'])} | {cpu['plain']} | | |",
+            f"| flow control: jobs spread over {'/'.join(flow['priorities'])}, type declared with "
+            f"concurrency={flow['concurrency']} (never binds) | {_n(flow['flow'])} | {cpu['flow']} | "
+            f"{_x(flow['ratio'])} (CPU {_x(flow['cpu_ratio'])}) | {_verdict(found, 'flow control')} "
+            f"(>= {FLOW_RATIO}) |",
+            f"| priorities only (no limit declared) | {_n(flow['priorities_only'])} | {cpu['priorities_only']} | "
+            f"{_x(ratio(flow['priorities_only'], flow['plain']))} | no target |",
+            f"| concurrency={flow['concurrency']} only (normal priority) | {_n(flow['limit_only'])} | "
+            f"{cpu['limit_only']} | {_x(ratio(flow['limit_only'], flow['plain']))} | no target |",
+            f"| flow control with concurrency={flow['bound_concurrency']} (binds: jobs wait for a slot) | "
+            f"{_n(flow['bound'])} | {cpu['bound']} | {_x(ratio(flow['bound'], flow['plain']))} | no target |",
+            "",
+            f"The limit of {flow['concurrency']} is more than the worker runs at once, so the flow-control row "
+            "measures the checking (the levels' turns, the slot taken in the fetch, given back with the ack, "
+            "renewed by the heartbeat), not waiting for a slot.",
+            "",
+        ]
+    backlog = figures.get("backlog")
+    if backlog:
+        prefetch = settings.get("worker_prefetch")
+        lines += [
+            "## Flow control: a high job behind a backlog of normal ones (ours, every middleware)",
+            "",
+            "| case | backlog | to start, p50 ms | max ms | backlog jobs started before it (median / most) | target |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        labels = {
+            "resumed": "queued while the queue was paused, then resumed (from the resume)",
+            "busy": "enqueued while the worker drains the backlog (from the enqueue)",
+        }
+        for case, row in backlog.items():
+            verdict = _verdict(found, f"high job behind {row['backlog']:,} ({case})")
+            lines.append(
+                f"| {labels.get(case, case)} ({row['config']}, {len(row['runs'])} runs) | {_n(row['backlog'])} | "
+                f"{row['p50_ms']} | {row['max_ms']} | {row['started_before_median']:g} / "
+                f"{row['started_before_max']} | {verdict} "
+                f"(<= {row['started_before_limit']}) |"
+            )
+        lines += [
+            "",
+            f"The rule (prefetch {prefetch} per process): resumed, the high job is in the first fetch after "
+            "the resume, so only what the processes take in their first fetches may start before it "
+            "(prefetch x processes); busy, what the processes held when it arrived (a prefetch each at "
+            "most) and one more fetch each (2 x prefetch x processes). The time from a resume includes the "
+            f"start gate's poll of the paused queues (every 100 ms). A normal job enqueued last would wait "
+            "for the whole backlog (backlog / jobs per second).",
+            "",
+        ]
+    return lines
 
 
 def write(out: Path, machine: dict[str, Any], settings: dict[str, Any], figures: dict[str, Any]) -> str:

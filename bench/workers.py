@@ -1,6 +1,6 @@
 """Worker throughput: a queue pre-filled with no-op jobs, drained by `dramatiq bench.ours` or `bench.plain`.
 
-The rate is measured in steady state: from a moment after every worker process is ready until
+The rate is measured in steady state: from a moment after the first job is done until
 a time window ends or the queue is nearly empty. A job counts as done when its message leaves
 Dramatiq's message hash, which happens at the ack, in both stacks.
 """
@@ -8,12 +8,13 @@ Dramatiq's message hash, which happens at the ack, in both stacks.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.keys import Keys
+from app.keys import DEFAULT_PRIORITY, Keys
 from bench import cpu
-from bench.context import Context
+from bench.context import Context, wait_until
 from bench.jobs import OurSender, PlainSender
 from bench.keys import BENCH_QUEUE, NOOP
 
@@ -30,15 +31,31 @@ class Run:
     window_s: float
 
 
-def throughput(context: Context, module: str, processes: int, threads: int, run: Run, **env: str) -> dict[str, Any]:
-    """Jobs per second of one worker configuration, in steady state."""
+def throughput(
+    context: Context,
+    module: str,
+    processes: int,
+    threads: int,
+    run: Run,
+    *,
+    job: str = NOOP,
+    priorities: Sequence[str] = (DEFAULT_PRIORITY,),
+    **env: str,
+) -> dict[str, Any]:
+    """Jobs per second of one worker configuration, in steady state: `run.jobs` jobs of `job`
+    (ours only: their priority levels taken from `priorities` in turn)."""
     context.flush()
-    sender = OurSender if module == OURS else PlainSender
-    sender(context.settings, context.client).send(NOOP, run.jobs)
+    if module == OURS:
+        OurSender(context.settings, context.client).send(job, run.jobs, priorities)
+    else:
+        PlainSender(context.settings, context.client).send(job, run.jobs)
     messages_key = Keys(namespace=context.settings.namespace).queue_messages(BENCH_QUEUE)
     remaining = lambda: int(context.client.hlen(messages_key))  # noqa: E731
     worker = context.worker(module, processes, threads, **env)
     try:
+        # The warm-up counts from the first job done: on a loaded machine a worker can log that it
+        # is ready well before its consumers run.
+        wait_until(lambda: remaining() < run.jobs, timeout=60, interval=0.01, message=f"{module}'s first job")
         time.sleep(run.warmup_s)
         workers = cpu.tree(worker.pid)
         redis_pid = [context.redis.process.pid] if context.redis.process else []

@@ -28,7 +28,15 @@ def test_quick_benchmark_prints_the_table_and_writes_every_figure(tmp_path: Path
         timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for heading in ("## Worker throughput", "## Enqueue throughput", "## Enqueue-to-start latency", "## Targets"):
+    headings = (
+        "## Worker throughput",
+        "## Flow control: worker throughput",
+        "## Flow control: a high job behind a backlog",
+        "## Enqueue throughput",
+        "## Enqueue-to-start latency",
+        "## Targets",
+    )
+    for heading in headings:
         assert heading in result.stdout, result.stdout
     assert "PASS" in result.stdout or "FAIL" in result.stdout
 
@@ -47,6 +55,19 @@ def test_quick_benchmark_prints_the_table_and_writes_every_figure(tmp_path: Path
             assert row["cpu_us_per_job"][name] > 0, (config, name, row)
         assert row["ratio_default"] > 0 and row["ratio_same_prefetch"] > 0, row
 
+    flow = figures["flow"]
+    for name in ("plain", "flow", "priorities_only", "limit_only", "bound"):
+        assert flow[name] > 0 and flow["cpu_us_per_job"][name] > 0, (name, flow)
+    assert flow["ratio"] > 0 and flow["concurrency"] > flow["bound_concurrency"], flow
+
+    backlog = figures["backlog"]
+    for case in ("resumed", "busy"):
+        row = backlog[case]
+        assert row["backlog"] > 0 and row["runs"], (case, row)
+        assert 0 < row["p50_ms"] <= row["max_ms"], (case, row)
+        # The high job started before most of the backlog, whatever the machine's speed.
+        assert 0 <= row["started_before_max"] < row["backlog"] / 2, (case, row)
+
     enqueue = figures["enqueue"]
     for name in ("trivial", "naive", "ours"):
         assert enqueue[name]["requests_per_s"] > 0, (name, enqueue[name])
@@ -63,6 +84,7 @@ def test_quick_benchmark_prints_the_table_and_writes_every_figure(tmp_path: Path
     assert latency["ours_load"]["load_jobs_per_s"] > 0
 
     targets = {target["name"]: target for target in document["targets"]}
-    assert len(targets) == 2 * len(figures["workers"]) + 5, sorted(targets)
+    # Per worker configuration 2; idle latency 2, enqueue 3; flow control 1, the high job 2.
+    assert len(targets) == 2 * len(figures["workers"]) + 8, sorted(targets)
     for target in targets.values():
         assert target["value"] is not None and isinstance(target["pass"], bool), target
