@@ -47,3 +47,16 @@ def receivers() -> Iterator[Any]:
     yield make
     for receiver in made:
         receiver.close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Job types of test modules are for the processes under test (JOB_MODULES): imported into
+    this process, they would change every in-process API's list of job types."""
+    from app.jobs import registry
+
+    strays = sorted(t.name for t in registry if not t.fn.__module__.startswith("app.actors"))
+    if strays:
+        raise pytest.UsageError(
+            f"test collection declared job types {strays} in the test process: import what tests read from "
+            "a module that declares none (tests/support/flow_log.py), and load job modules with JOB_MODULES"
+        )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.keys import Keys
-from tests.support.progress_jobs import release_key
+from tests.support.flow_log import release_key
 from tests.support.services import Stack, wait_until
 
 pytestmark = pytest.mark.slow

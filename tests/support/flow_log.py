@@ -19,3 +19,8 @@ def starts(client: Any, name: str | None = None) -> list[tuple[str, str, int]]:
         if name is None or job_name == name:
             out.append((job_name, job_id, int(at)))
     return out
+
+
+def release_key(job_id: str) -> str:
+    """The list a `progressJob` waits on after its first progress: push to it to let it finish."""
+    return f"progress-test:release:{job_id}"

@@ -8,11 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from app.jobs import JobContext, job_type
-
-
-def release_key(job_id: str) -> str:
-    """The list a `progressJob` waits on after its first progress: push to it to let it finish."""
-    return f"progress-test:release:{job_id}"
+from tests.support.flow_log import release_key
 
 
 class ProgressData(BaseModel):
