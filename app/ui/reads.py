@@ -26,6 +26,10 @@ SCAN_LIMIT = 1_000
 ERROR_SAMPLE = 200
 LIST_FIELDS = PUBLIC_FIELDS
 MINUTE_COUNTS_SCRIPT = lua("minute_counts")
+SCAN_SCRIPT = lua("console_scan")
+TOP_ERRORS_SCRIPT = lua("console_top_errors")
+#: console_scan.lua's reason to stop when it has examined its budget of entries.
+SCAN_BUDGET_SPENT = 2
 MINUTE_MS = 60_000
 OUTCOMES = ("succeeded", "retried", "failed")
 
@@ -140,7 +144,7 @@ async def _workers(api: Api, beats: list[tuple[str, int]], queues: Sequence[str]
 @dataclass(frozen=True)
 class JobFilter:
     """What the jobs page lists: the indexes take state, job type and time range; queue and error
-    text are looked for among at most SCAN_LIMIT entries."""
+    text are looked for among at most SCAN_LIMIT entries a page."""
 
     state: str | None = None
     job_name: str | None = None
@@ -154,11 +158,6 @@ class JobFilter:
     def scanned(self) -> bool:
         """Whether a filter applies to the entries read (so counts are approximate)."""
         return bool(self.queue or self.error_text)
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        if self.queue and record.get("queue") != self.queue:
-            return False
-        return not (self.error_text and self.error_text.lower() not in (record.get("error") or "").lower())
 
 
 @dataclass
@@ -179,45 +178,93 @@ def _bounds(f: JobFilter) -> tuple[int | str, int | str]:
     return top, low
 
 
+def ascii_lower(text: str) -> str:
+    """What the scan script's `string.lower` does: A-Z to a-z, nothing else."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = {code: code + 32 for code in range(ord("A"), ord("Z") + 1)}
+
+
+def scan_needle(error_text: str | None) -> tuple[str, bool]:
+    """What console_scan.lua looks for in the error texts (whose case it folds for ASCII letters
+    only), and whether its matches are exact. For a text with other letters, it looks for the
+    longest ASCII run of the text, and the caller keeps the matches whose error contains the text
+    case-insensitively (as the bulk actions do)."""
+    if not error_text:
+        return "", True
+    if error_text.isascii():
+        return ascii_lower(error_text), True
+    runs = "".join(c if c.isascii() else "\0" for c in error_text.lower()).split("\0")
+    return max(runs, key=len), False
+
+
+def error_matches(error_text: str | None, error: str | None) -> bool:
+    return not error_text or (error is not None and error_text.lower() in error.lower())
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One call of console_scan.lua: how many entries it examined, why it stopped, how many matched,
+    the last entry examined, and the ids of the matches (when collected)."""
+
+    examined: int
+    stop: int
+    found: int
+    last: tuple[int, str] | None
+    ids: list[str]
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> Scan:
+        examined, stop, found, score, member, *ids = reply
+        last = (_score(_text(score)), _text(member)) if _text(score) else None
+        return cls(int(examined), int(stop), int(found), last, [_text(i) for i in ids])
+
+
+def _score(text: str) -> int:
+    return int(text) if text.isdigit() else int(float(text))
+
+
+def _scan_args(
+    api: Api, index: str, f: JobFilter, top: int | str, low: int | str, cursor: tuple[int, str] | None,
+    *, want: int, budget: int,
+) -> list[Any]:  # fmt: skip
+    return [
+        SCAN_SCRIPT, 1, index, cursor[0] if cursor else top, low, cursor[0] if cursor else "",
+        cursor[1] if cursor else "", f.queue or "", scan_needle(f.error_text)[0], want, budget,
+        api.keys.job_prefix(),
+    ]  # fmt: skip
+
+
 async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
-    """Newest first, from the cursor (`<score>-<jobId>` of the last entry shown)."""
+    """Newest first, from the cursor (`<score>-<jobId>` of the last entry shown), in two round
+    trips: the range's size and one call of console_scan.lua (which reads of each entry only its
+    queue and error, and examines at most SCAN_LIMIT of them), then the matches' records."""
     index = api.keys.state_index(f.state or "all", f.job_name)
     top, low = _bounds(f)
     async with deadline():
-        total = int(await api.client.zcount(index, low, top))
-        if f.cursor is not None:
-            top = f.cursor[0]
-        jobs: list[dict[str, Any]] = []
-        offset, scanned, last = 0, 0, None
-        chunk = limit + 1
-        while True:
-            rows: Any = await api.client.zrevrangebyscore(index, top, low, start=offset, num=chunk, withscores=True)
-            offset += len(rows)
-            entries = [(int(score), _text(member)) for member, score in rows]
-            if f.cursor is not None:
-                entries = [e for e in entries if e[0] < f.cursor[0] or e[1] < f.cursor[1]]
+        async with api.client.pipeline(transaction=False) as pipeline:
+            pipeline.zcount(index, low, top)
+            pipeline.eval(*_scan_args(api, index, f, top, low, f.cursor, want=limit, budget=SCAN_LIMIT))
+            replies: list[Any] = await pipeline.execute()
+        total, scan = int(replies[0]), Scan.parse(replies[1])
+        values: list[Any] = []
+        if scan.ids:
             async with api.client.pipeline(transaction=False) as pipeline:
-                for _, job_id in entries:
+                for job_id in scan.ids:
                     pipeline.hmget(api.keys.job(job_id), *LIST_FIELDS)
-                values: list[Any] = await pipeline.execute() if entries else []
-            for entry, row in zip(entries, values, strict=True):
-                scanned += 1
-                raw = {name: value for name, value in zip(LIST_FIELDS, row, strict=True) if value is not None}
-                if not raw:
-                    continue  # its record expired
-                record = decode_record(raw)
-                if not f.matches(record):
-                    last = entry
-                    continue
-                if len(jobs) == limit:
-                    return JobPage(jobs, _cursor(last), total, scanned, False)
-                jobs.append({**public(record), "errorLine": _first_line(record.get("error"))})
-                last = entry
-            if len(rows) < chunk:
-                return JobPage(jobs, None, total, scanned, False)
-            if f.scanned and scanned >= SCAN_LIMIT:
-                return JobPage(jobs, _cursor(last), total, scanned, True)
-            chunk = min(chunk * 2, 400)  # a filter that matches few: read more at once
+                values = await pipeline.execute()
+    exact = scan_needle(f.error_text)[1]
+    jobs = []
+    for row in values:
+        raw = {name: value for name, value in zip(LIST_FIELDS, row, strict=True) if value is not None}
+        if raw:  # else its record expired since the scan
+            record = decode_record(raw)
+            if not exact and not error_matches(f.error_text, record.get("error")):
+                continue
+            jobs.append({**public(record), "errorLine": _first_line(record.get("error"))})
+    next_cursor = _cursor(scan.last) if scan.stop else None
+    return JobPage(jobs, next_cursor, total, scan.examined, scan.stop == SCAN_BUDGET_SPENT)
 
 
 def _cursor(entry: tuple[int, str] | None) -> str | None:
@@ -245,24 +292,27 @@ class DeadLetters:
 
 
 async def dead_letters(api: Api, job_name: str | None) -> DeadLetters:
-    """Failed jobs per job type (exact), and the top errors among the newest ERROR_SAMPLE (of one job type)."""
+    """Failed jobs per job type (exact), and the top errors among the newest ERROR_SAMPLE (of one
+    job type), grouped in Redis (console_top_errors.lua): one round trip."""
     keys = api.keys
     names = api.registry.names()
-    async with deadline():
-        async with api.client.pipeline(transaction=False) as pipeline:
-            for name in names:
-                pipeline.zcard(keys.state_index(FAILED, name))
-            pipeline.zrevrange(keys.state_index(FAILED, job_name), 0, ERROR_SAMPLE - 1)
-            replies: list[Any] = await pipeline.execute()
-        ids = [_text(member) for member in replies[-1]]
-        async with api.client.pipeline(transaction=False) as pipeline:
-            for job_id in ids:
-                pipeline.hget(keys.job(job_id), "error")
-            errors: list[Any] = await pipeline.execute() if ids else []
+    async with deadline(), api.client.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.zcard(keys.state_index(FAILED, name))
+        pipeline.eval(TOP_ERRORS_SCRIPT, 1, keys.state_index(FAILED, job_name), ERROR_SAMPLE, keys.job_prefix())
+        replies: list[Any] = await pipeline.execute()
     by_type = sorted(zip(names, (int(n) for n in replies[:-1]), strict=True), key=lambda item: -item[1])
-    counted = Counter(_first_line(_text(error)) or "(no error text)" for error in errors if error is not None)
+    sampled, *groups = replies[-1]
+    counted: Counter[str] = Counter()
+    for text, n in zip(groups[::2], groups[1::2], strict=True):
+        counted[_first_line(_text(text)) or "(no error text)"] += int(n)
     total = sum(n for name, n in by_type if job_name in (None, name))
-    return DeadLetters(by_type=by_type, top_errors=counted.most_common(10), sampled=len(ids), total=total)
+    return DeadLetters(by_type=by_type, top_errors=counted.most_common(10), sampled=int(sampled), total=total)
+
+
+#: count_matching_failed examines at most this many entries per call of console_scan.lua (each
+#: call holds Redis for a few ms only).
+COUNT_CHUNK = 2_500
 
 
 async def count_matching_failed(
@@ -271,14 +321,28 @@ async def count_matching_failed(
     """How many failed jobs (of a job type) match an error text, looking at most at `limit`:
     (count, whether the look stopped at the limit). Without a text: the index's exact size."""
     index = api.keys.state_index(FAILED, job_name)
+    f = JobFilter(state=FAILED, job_name=job_name, error_text=error_text)
+    count, examined, cursor = 0, 0, None
     async with deadline():
         if not error_text:
             return int(await api.client.zcard(index)), False
-        ids = [_text(m) for m in await api.client.zrevrange(index, 0, limit - 1)]
-        async with api.client.pipeline(transaction=False) as pipeline:
-            for job_id in ids:
-                pipeline.hget(api.keys.job(job_id), "error")
-            errors: list[Any] = await pipeline.execute() if ids else []
-    needle = error_text.lower()
-    count = sum(1 for error in errors if error is not None and needle in _text(error).lower())
+        if not scan_needle(error_text)[1]:
+            return await _count_in_python(api, index, error_text, limit=limit)
+        while examined < limit:
+            args = _scan_args(api, index, f, "+inf", "-inf", cursor, want=0, budget=min(COUNT_CHUNK, limit - examined))
+            scan = Scan.parse(await api.client.eval(*args))
+            count, examined, cursor = count + scan.found, examined + scan.examined, scan.last
+            if scan.stop != SCAN_BUDGET_SPENT or cursor is None:
+                return count, False
+    return count, True
+
+
+async def _count_in_python(api: Api, index: str, error_text: str, *, limit: int) -> tuple[int, bool]:
+    """count_matching_failed for a text with letters other than ASCII (case-folded as Python does)."""
+    ids = [_text(m) for m in await api.client.zrevrange(index, 0, limit - 1)]
+    async with api.client.pipeline(transaction=False) as pipeline:
+        for job_id in ids:
+            pipeline.hget(api.keys.job(job_id), "error")
+        errors: list[Any] = await pipeline.execute() if ids else []
+    count = sum(1 for error in errors if error is not None and error_matches(error_text, _text(error)))
     return count, len(ids) == limit

@@ -1,0 +1,128 @@
+"""The console's bounded reads (app/ui/reads.py and its Lua scripts) against a plain Python reading
+of the same records: the pages of a filter, walked with their cursors, list exactly the matching
+jobs, newest first, across ties of score, expired records and letters other than ASCII; the top
+errors and the confirmation's count are those of the records."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from app.http import create_app
+from app.keys import Keys
+from app.outcomes.record import FAILED, SUCCEEDED, index_score, now_ms
+from app.settings import Settings
+from app.ui import reads
+from tests.support.services import RedisServer
+
+T = TypeVar("T")
+
+KEYS = Keys()
+ERRORS = ["  \n\tBoom: É bad\nmore", "boom: é BAD", "\u00a0\nZed\nx", "ÉCHEC total", "x" * 300, "   ",
+          "HTTPError: 503 from https://example.com"]  # fmt: skip
+
+
+def _seed(client: Any, keys: Any) -> dict[str, dict[str, str]]:
+    """Failed and succeeded jobs of two queues, a third of them sharing one score (ids that sort
+    differently by bytes and by a locale's collation), and index entries whose record expired."""
+    rng = random.Random(7)
+    now, records = now_ms(), {}
+    pipe = client.pipeline(transaction=False)
+    for n in range(900):
+        job_id = rng.choice("abAB-_.:") + f"j{n}" + rng.choice("-_.:x")
+        state = FAILED if n % 3 else SUCCEEDED
+        record = {"jobId": job_id, "jobName": "emailJob", "queue": rng.choice(["default", "other"]), "state": state}
+        if state == FAILED:
+            record["error"] = rng.choice(ERRORS)
+        records[job_id] = record
+        pipe.hset(keys.job(job_id), mapping=record)
+        score = index_score(now - 10) if n % 3 == 0 else index_score(now - 1_000 - n, n)
+        for index in (keys.state_index(state), keys.all_index()):
+            pipe.zadd(index, {job_id: score})
+    for n in range(150):
+        for index in (keys.state_index(FAILED), keys.all_index()):
+            pipe.zadd(index, {f"gone-{n}": index_score(now - 500 - n)})
+    pipe.execute()
+    return records
+
+
+def _with_api(server: RedisServer, read: Callable[[Any], Awaitable[T]]) -> T:
+    """`read(api)` in the API's lifespan (which closes its Redis client)."""
+    app = create_app(Settings(api_key="k" * 32, redis_url=server.url))
+
+    async def run() -> T:
+        async with app.router.lifespan_context(app):
+            return await read(app.state.api)
+
+    return asyncio.run(run())
+
+
+def _reference(client: Any, index: str, records: dict[str, dict[str, str]], f: reads.JobFilter) -> list[str]:
+    entries = client.zrevrange(index, 0, -1, withscores=True)
+    ordered = sorted(((int(s), m.decode()) for m, s in entries), key=lambda e: (e[0], e[1].encode()), reverse=True)
+    found = []
+    for _, job_id in ordered:
+        record = records.get(job_id)
+        if record is None or (f.queue and record["queue"] != f.queue):
+            continue
+        if f.error_text and f.error_text.lower() not in record.get("error", "\0").lower():
+            continue
+        found.append(job_id)
+    return found
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{}, {"state": FAILED}, {"queue": "other"}, {"state": FAILED, "error_text": "503"},
+     {"state": FAILED, "error_text": "BOOM"}, {"error_text": "é"}, {"queue": "default", "error_text": "no such"}],
+)  # fmt: skip
+def test_filtered_pages_walk_exactly_the_matching_jobs(
+    redis_server: RedisServer, redis_client: Any, given: dict[str, Any]
+) -> None:
+    records = _seed(redis_client, KEYS)
+    index = KEYS.state_index(given.get("state") or "all")
+    wanted = _reference(redis_client, index, records, reads.JobFilter(**given))
+
+    async def walk(api: Any) -> tuple[list[str], list[reads.JobPage]]:
+        seen: list[str] = []
+        pages: list[reads.JobPage] = []
+        cursor = None
+        while len(pages) < 200:
+            page = await reads.list_jobs(api, reads.JobFilter(**given, cursor=cursor), limit=20)
+            pages.append(page)
+            seen += [job["jobId"] for job in page.jobs]
+            if page.next_cursor is None:
+                return seen, pages
+            cursor = reads.parse_cursor(page.next_cursor)
+        raise AssertionError("no last page")
+
+    seen, pages = _with_api(redis_server, walk)
+    assert seen == wanted
+    assert all(page.scanned <= reads.SCAN_LIMIT and page.total == pages[0].total for page in pages)
+
+
+def test_top_errors_and_the_confirmations_count(redis_server: RedisServer, redis_client: Any) -> None:
+    records = _seed(redis_client, KEYS)
+    newest = [m.decode() for m in redis_client.zrevrange(KEYS.state_index(FAILED), 0, reads.ERROR_SAMPLE - 1)]
+    expected = Counter(
+        reads._first_line(records[i]["error"]) or "(no error text)" for i in newest if i in records
+    ).most_common(10)
+
+    async def read(api: Any) -> tuple[reads.DeadLetters, list[tuple[int, bool]]]:
+        groups = await reads.dead_letters(api, None)
+        counts = [await reads.count_matching_failed(api, None, text, limit=limit)
+                  for text in ("503", "bad", "é") for limit in (10_000, 100)]  # fmt: skip
+        return groups, counts
+
+    groups, counts = _with_api(redis_server, read)
+    assert (groups.top_errors, groups.sampled) == (expected, reads.ERROR_SAMPLE)
+    failed = [m.decode() for m in redis_client.zrevrange(KEYS.state_index(FAILED), 0, -1)]
+    for (text, limit), got in zip([(t, n) for t in ("503", "bad", "é") for n in (10_000, 100)], counts, strict=True):
+        looked = failed[:limit]
+        matching = sum(1 for i in looked if i in records and text in records[i].get("error", "").lower())
+        assert got == (matching, len(looked) == limit), (text, limit)
