@@ -1,15 +1,17 @@
 """POST /jobs/{id}/cancel: a job that has not started never will; a running one is asked to stop.
 
 The decision is made in Redis, atomically against the job's record (cancel.lua): from then on no
-fetch hands the job out and no delayed message of it goes back on its queue. If a worker process
-had fetched it before (the record says which), that process decides under the lock its starts
-take (app/middleware/start_gate.py) and answers: "stopped" (it never starts: 200) or "started"
-(it was already running: 202, its cancel requested; with ?force=true interrupted). A worker that
-is dead cannot start it: its messages go back through a fetch, which drops a canceled job.
+fetch hands the job out and no delayed message of it goes back on its queue. A worker process may
+have fetched it before: each live one decides under the lock its starts take
+(app/middleware/start_gate.py) and answers "stopped" (it never starts there) or "started" (it
+had started: 202, its cancel requested; with ?force=true interrupted); all "stopped" is a 200. A
+worker that is dead cannot start it: its messages go back through a fetch, which drops a
+canceled job. A job put back on its queue on purpose after (retry) runs again.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +21,7 @@ from app.api.auth import authorize
 from app.api.context import Api, api_of
 from app.api.errors import ApiError, deadline
 from app.api.jobs import path_job_id
+from app.broker.messages import CANCEL_STARTED as STARTED
 from app.broker.messages import CANCEL_STOPPED as STOPPED
 from app.errors import JobNotFound
 from app.outcomes.record import DETAIL_FIELDS, RUNNING, now_ms, public
@@ -45,24 +48,25 @@ async def cancel(api: Api, job_id: str, *, force: bool = False) -> tuple[int, di
         job_name = await api.client.hget(api.keys.job(job_id), "jobName")
         if job_name is None:
             raise JobNotFound(job_id)
-        outcome, held_by = await api.client.execute_command(
-            *api.store.log.cancel(job_id=job_id, job_name=_text(job_name), at_ms=now_ms())
+        outcome = _text(
+            await api.client.execute_command(
+                *api.store.log.cancel(job_id=job_id, job_name=_text(job_name), at_ms=now_ms())
+            )
         )
-    outcome, held_by = _text(outcome), _text(held_by)
     if outcome == "missing":
         raise JobNotFound(job_id)
     if outcome not in ("canceled", RUNNING):
         raise ApiError(
             409, f"job {job_id} is {outcome}: only queued, delayed, retrying or running jobs can be canceled"
         )
-    answer = await _ask_holder(api, job_id, held_by, force) if held_by else None
+    answer = await _ask_workers(api, job_id, force)
     async with deadline():
         record = await api.store.get(job_id, DETAIL_FIELDS)
     body: dict[str, Any] = public(record, DETAIL_FIELDS)
     if outcome == "canceled" and answer in (None, STOPPED):
         return 200, {**body, "message": "Job canceled: it will not run"}
     if answer is None and outcome == "canceled":
-        message = "Cancel recorded, but the worker that fetched the job did not confirm in time: it may have started"
+        message = "Cancel recorded, but a worker did not confirm in time: it may have started the job"
     elif outcome == "canceled":
         message = f"The job had started before the cancel: it is {body['state']}"
     else:
@@ -72,20 +76,36 @@ async def cancel(api: Api, job_id: str, *, force: bool = False) -> tuple[int, di
     return 202, {**body, "message": message}
 
 
-async def _ask_holder(api: Api, job_id: str, broker_id: str, force: bool) -> str | None:
-    """The answer of the worker process that fetched the job last, or None if it has none to
-    give: not alive (it cannot start anything), or silent for ANSWER_WAIT_S."""
+async def _ask_workers(api: Api, job_id: str, force: bool) -> str | None:
+    """What the live worker processes answer: STARTED if one had started the job, STOPPED if none
+    will (none is alive: a dead one cannot start anything, and its jobs come back through a
+    fetch, which drops a canceled job), or None if one stayed silent for ANSWER_WAIT_S.
+
+    Every live worker is asked, rather than the one that fetched the job last: that would cost
+    each fetch a write to the job's record, and cancels are rare."""
     keys = api.keys
     async with deadline():
-        beat = await api.client.zscore(keys.heartbeats(), broker_id)
-        if beat is None or beat < now_ms() - api.settings.heartbeat_timeout_ms:
+        live: list[Any] = await api.client.zrangebyscore(
+            keys.heartbeats(), now_ms() - api.settings.heartbeat_timeout_ms, "+inf"
+        )
+        if not live:
             return STOPPED
         async with api.client.pipeline(transaction=True) as pipeline:
             pipeline.delete(keys.cancel_answer(job_id))
-            pipeline.rpush(keys.cancel_requests(broker_id), f"{job_id}|{int(force)}")
+            for broker_id in live:
+                pipeline.rpush(keys.cancel_requests(_text(broker_id)), f"{job_id}|{int(force)}")
             await pipeline.execute()
-    reply = await api.client.blpop([keys.cancel_answer(job_id)], timeout=ANSWER_WAIT_S)
-    return _text(reply[1]) if reply else None
+    answers: list[str] = []
+    give_up = time.monotonic() + ANSWER_WAIT_S
+    while len(answers) < len(live):
+        left = give_up - time.monotonic()
+        reply: Any = await api.client.blpop([keys.cancel_answer(job_id)], timeout=max(0.01, left)) if left > 0 else None
+        if reply is None:
+            break
+        answers.append(_text(reply[1]))
+        if answers[-1] == STARTED:
+            return STARTED
+    return STOPPED if len(answers) == len(live) else None
 
 
 def _text(value: bytes | str) -> str:

@@ -172,7 +172,7 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
             200: Answer("Canceled: it will not run (state canceled)", ref("JobRecord")),
             202: Answer(
                 "The job is running: its cancel is requested (and with force, it is interrupted); or the worker "
-                "that fetched it did not confirm in time",
+                "did not confirm in time",
                 ref("JobRecord"),
             ),
             400: refused("force is neither true nor false"),

@@ -133,8 +133,9 @@ class Enqueuer:
         if block is not None:
             return stored, [("EVAL", ENQUEUE_SCRIPT, 0, *block)]
         queue = canonical_queue(stored.queue_name)
-        commands = [self._put(stored)]
+        commands: list[Command] = []
         if message.options.get(REQUEUE):
+            # The record first: the put checks it (a canceled job's message is not put back).
             commands += self.log.requeued(
                 job_id=stored.message_id,
                 job_name=stored.actor_name,
@@ -144,6 +145,7 @@ class Enqueuer:
                 at_ms=int(stored.options[ENQUEUED_AT]),
                 priority=stored.options.get(PRIORITY, DEFAULT_PRIORITY),
             )
+        commands.append(self._put(stored))
         return stored, commands
 
     def requeue_commands(

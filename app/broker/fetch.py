@@ -58,8 +58,7 @@ class Fetcher:
             ]  # fmt: skip
         self.head: list[Any] = [
             keys.paused(), queue, keys.acks(broker_id, queue), keys.queue_messages(queue),
-            *keys.priority_queues(queue), keys.fetch_turns(queue), keys.throttled(queue), keys.job_prefix(),
-            broker_id, lease_ms,
+            *keys.priority_queues(queue), keys.fetch_turns(queue), keys.throttled(queue), keys.job_prefix(), lease_ms,
         ]  # fmt: skip
         self.limits = limits
 

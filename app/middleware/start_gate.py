@@ -4,7 +4,7 @@ it was canceled after a worker fetched it.
 A fetch already hands out nothing of a paused queue and no job canceled before it (in Redis,
 atomically: app/connection/lua/fetch.lua). What a fetch handed out is decided here, from what a
 background thread reads every POLL_S: the paused queues, and the cancel requests the API sent
-this process (because the job's record says this process fetched it last). The thread answers
+every live worker process (any of them may hold the job). The thread answers
 each request under the same lock the start takes: either the job had started ("started": it is
 asked to stop, `context.job.cancelled()`, and with force interrupted) or it never will
 ("stopped"). The API answers 200 only after "stopped", so a job canceled with 200 never runs.
@@ -24,6 +24,7 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.threading import raise_thread_exception
 
+from app.broker.enqueue import ENQUEUED_AT
 from app.broker.messages import CANCEL_STARTED as STARTED
 from app.broker.messages import CANCEL_STOPPED as STOPPED
 from app.broker.messages import PAUSED, FetchedMessage, job_queue
@@ -73,7 +74,7 @@ class StartGate(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         with self._lock:
-            if message.message_id in self._canceled:
+            if message.message_id in self._canceled and not self._requeued_since(message):
                 reason = CANCELED
             elif job_queue(message) in self.paused:
                 reason = PAUSED
@@ -83,6 +84,16 @@ class StartGate(Middleware):
         if isinstance(message, FetchedMessage):
             message.unstarted = reason
         raise NotStarted(f"job {message.message_id} not started: {reason}")
+
+    def _requeued_since(self, message: MessageProxy) -> bool:
+        """Whether a job this process said it would not start was put back on its queue on purpose
+        since (POST /jobs/{id}/retry): then this is that new message, which may start. Asked of
+        Redis, only for jobs with a cancel: the record holds the enqueue time of its latest message."""
+        try:
+            state, enqueued_at = self.client.hmget(self.keys.job(message.message_id), "state", "enqueuedAt")
+        except redis.RedisError:
+            return False  # not known: it stays canceled
+        return state not in (None, CANCELED.encode()) and enqueued_at == str(message.options.get(ENQUEUED_AT)).encode()
 
     def _run(self, broker: Broker) -> None:
         mailbox = self.keys.cancel_requests(str(broker.broker_id))  # type: ignore[attr-defined]

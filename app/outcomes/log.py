@@ -156,7 +156,6 @@ class OutcomeLog:
                 "priority",
                 "canceledAt",
                 "cancelRequestedAt",
-                "heldBy",
                 "progress",
                 "progressMessage",
                 "progressAt",
@@ -188,7 +187,7 @@ class OutcomeLog:
         return ("EVAL", RUNNING_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args)
 
     def cancel(self, *, job_id: str, job_name: str, at_ms: int) -> Command:
-        """A job's cancel (cancel.lua): its reply says what happened and which worker fetched it last."""
+        """A job's cancel (cancel.lua): its reply says what happened."""
         indexes = self._indexes(job_name, (CANCELED, QUEUED, RETRYING))
         return (
             "EVAL",
@@ -281,7 +280,6 @@ class OutcomeLog:
         return [
             ("HSET", record, "state", CANCELED, "error", reason[:MAX_ERROR_CHARS], "canceledAt", at_ms,
              "finishedAt", at_ms, "durationMs", duration_ms, "updatedAt", at_ms, "deliveries", 0),
-            ("HDEL", record, "heldBy"),
             *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
             *self._enter(job_id, job_name, CANCELED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
@@ -315,7 +313,7 @@ class OutcomeLog:
         failed_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_ms / 1000))
         return [
             ("HSET", record, *fields),
-            ("HDEL", record, "nextRetryAt", "heldBy"),
+            ("HDEL", record, "nextRetryAt"),
             *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
             *self._enter(job_id, job_name, FAILED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_of(FAILED)),

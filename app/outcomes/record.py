@@ -51,7 +51,6 @@ FIELDS: dict[str, str] = {
     "priority": "string",
     "cancelRequestedAt": "integer",
     "canceledAt": "integer",
-    "heldBy": "string",
     "data": "any",
     "progress": "number",
     "progressMessage": "string",

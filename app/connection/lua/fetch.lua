@@ -3,7 +3,7 @@
 -- type's concurrency and rate limits (app/broker/fetch.py builds the arguments).
 -- ARGV: n, the paused hash, the queue's name, the worker's ack set, the queue's messages, its
 -- lists high, normal and low, the turns counter, the throttled zset, the job records' prefix,
--- the worker's broker id, the slot lease (ms), the scan budget; then, per limited job type, 8
+-- the slot lease (ms), the scan budget; then, per limited job type, 8
 -- values: its name, its concurrency (0: none), its slots zset, its slot-waiting list, its rate
 -- limit (0: none), the rate window (ms), 1 if the rate is per key, the rate window key (a per-key
 -- window is that key, ':' and the job's rate key).
@@ -11,8 +11,8 @@
 -- and how many times its current attempt was delivered without finishing}.
 local n, paused, queue, acks, messages = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local levels = {ARGV[6], ARGV[7], ARGV[8]}
-local turns, throttled, record_prefix, broker_id = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-local lease, budget = tonumber(ARGV[13]), tonumber(ARGV[14])
+local turns, throttled, record_prefix = ARGV[9], ARGV[10], ARGV[11]
+local lease, budget = tonumber(ARGV[12]), tonumber(ARGV[13])
 
 if redis.call('HEXISTS', paused, queue) == 1 then return {0} end
 
@@ -37,7 +37,7 @@ end
 -- Limits by job name; expired slot leases (a worker that died holding one) are freed, and as
 -- many jobs as there are free slots go back from waiting to the head of their level.
 local limits = {}
-for i = 15, #ARGV, 8 do
+for i = 14, #ARGV, 8 do
   local limit = {
     concurrency = tonumber(ARGV[i + 1]), slots = ARGV[i + 2], waiting = ARGV[i + 3],
     rate = tonumber(ARGV[i + 4]), window = tonumber(ARGV[i + 5]), per_key = ARGV[i + 6] == '1',
@@ -138,7 +138,6 @@ while handed < n and examined < budget do
       local limit = limits[name]
       if limit == nil or admit(limit, id, level, body) then
         redis.call('SADD', acks, id)
-        if found[1] then redis.call('HSET', record, 'heldBy', broker_id) end
         out[#out + 1] = body
         out[#out + 1] = tonumber(found[2] or '0')
         handed = handed + 1

@@ -20,7 +20,6 @@ if last_index > 5 then
   redis.call('HDEL', record, 'nextRetryAt', 'progress', 'progressMessage', 'progressAt', 'result')
 end
 redis.call('HSET', record, unpack(fields))
-redis.call('HDEL', record, 'heldBy')  -- who fetched it matters only until it finishes
 for i = 4, last_index do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('ZADD', KEYS[3], ARGV[4], id)

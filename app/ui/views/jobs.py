@@ -112,7 +112,7 @@ async def job(request: Request) -> Response:
     if not _job_id.match(job_id):
         raise JobNotFound(job_id)
     async with deadline():
-        record = await api.store.get(job_id, (*DETAIL_WITH_DATA_FIELDS, "deadLetterId", "updatedAt", "heldBy"))
+        record = await api.store.get(job_id, (*DETAIL_WITH_DATA_FIELDS, "deadLetterId", "updatedAt"))
     state = record["state"]
     actions = []
     if session(request).can_write:
