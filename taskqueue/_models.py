@@ -67,6 +67,12 @@ class Job:
     progress_at: datetime | None = None
     #: What the job returned (JSON), once it has succeeded; None otherwise, or when it returned None.
     result: Any = None
+    #: The worker process of the current (last) attempt, as host:pid.
+    worker: str | None = None
+    #: The earlier attempts, oldest first: each retried attempt as the service sent it (a dict of
+    #: attempt, startedAt, finishedAt, durationMs, error, traceback, worker; times in ms since
+    #: the epoch). Empty if no attempt was retried.
+    history: list[dict[str, Any]] = field(default_factory=list)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -97,6 +103,8 @@ class Job:
             progress_message=_str(record.get("progressMessage")),
             progress_at=_time(record.get("progressAt")),
             result=record.get("result"),
+            worker=_str(record.get("worker")),
+            history=[dict(entry) for entry in record.get("history") or () if isinstance(entry, Mapping)],
             raw=dict(record),
         )
 

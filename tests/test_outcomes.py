@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from app.keys import Keys
-from app.outcomes.record import FINAL_STATES, MAX_TRACEBACK_CHARS, STATES, now_ms
+from app.outcomes.record import FINAL_STATES, HISTORY_TRACEBACK_CHARS, MAX_TRACEBACK_CHARS, STATES, now_ms
 from tests.support.receivers import fail_first
 from tests.support.services import Stack, wait_until
 
@@ -75,6 +75,10 @@ def test_queued_running_retrying_succeeded_with_attempt_counts(
         assert running["state"] == "running" and running["attempts"] == attempt, running
         assert running["executions"] == attempt and running["nextRetryAt"] is None
         assert running["startedAt"] >= queued["enqueuedAt"]
+        # The worker process running it (host:pid); the attempts before it in its history.
+        host, _, pid = running["worker"].rpartition(":")
+        assert host and pid.isdigit(), running["worker"]
+        assert len(running["history"] or []) == attempt - 1
         assert indexes_of(redis_client, job_id, "webhookJob") == {"running"}
         receiver.release()
         receiver.hold()
@@ -93,6 +97,12 @@ def test_queued_running_retrying_succeeded_with_attempt_counts(
         trace = record_field(redis_client, job_id, "traceback")
         assert trace and "WebhookError: receiver answered 500" in trace and len(trace) <= MAX_TRACEBACK_CHARS
         assert indexes_of(redis_client, job_id, "webhookJob") == {"retrying"}
+        # The attempt just failed is the history's last entry, written with its retrying.
+        last = retrying["history"][-1]
+        assert len(retrying["history"]) == attempt and last["attempt"] == attempt
+        assert (last["startedAt"], last["finishedAt"], last["worker"]) == (
+            retrying["startedAt"], retrying["finishedAt"], retrying["worker"],
+        )  # fmt: skip
 
     receiver.release()
     done = wait_until(lambda: (r := api.job(job_id))["state"] == "succeeded" and r, timeout=10, message="succeeded")
@@ -100,6 +110,16 @@ def test_queued_running_retrying_succeeded_with_attempt_counts(
     assert done["durationMs"] is not None and 0 <= done["durationMs"] <= done["finishedAt"] - done["startedAt"] + 5
     assert done["finishedAt"] >= done["startedAt"] >= done["enqueuedAt"]
     assert receiver.statuses(job_id) == [500, 500, 200]
+    # GET /jobs/{id}: the two failed attempts, each with its error, traceback and worker (the
+    # success is the record's own fields).
+    history = done["history"]
+    assert [entry["attempt"] for entry in history] == [1, 2]
+    for entry in history:
+        assert entry["error"] == "WebhookError: receiver answered 500; will retry"
+        assert "WebhookError" in entry["traceback"] and len(entry["traceback"]) <= HISTORY_TRACEBACK_CHARS
+        assert entry["worker"] == done["worker"]
+        assert entry["startedAt"] <= entry["finishedAt"] and entry["durationMs"] >= 0
+    assert history[0]["finishedAt"] <= history[1]["startedAt"] and history[1]["finishedAt"] <= done["startedAt"]
     assert indexes_of(redis_client, job_id, "webhookJob") == {"succeeded"}
     # The job's own record is the only one written: no failedJobs entry for a success.
     assert not redis_client.exists(KEYS.failed_job_compat(job_id))

@@ -22,7 +22,17 @@ from app.api.errors import CLIENT_GONE, RETRY_AFTER_S
 from app.broker.enqueue import MAX_DELAY_MS, MAX_RETRIES_LIMIT
 from app.jobs import JobRegistry
 from app.keys import PRIORITY_LEVELS
-from app.outcomes.record import DETAIL_WITH_DATA_FIELDS, FIELDS, MAX_TRACEBACK_CHARS, PUBLIC_FIELDS, STATES
+from app.outcomes.record import (
+    DETAIL_WITH_DATA_FIELDS,
+    FIELDS,
+    HISTORY_ENTRY_FIELDS,
+    HISTORY_ERROR_CHARS,
+    HISTORY_TRACEBACK_CHARS,
+    MAX_HISTORY,
+    MAX_TRACEBACK_CHARS,
+    PUBLIC_FIELDS,
+    STATES,
+)
 
 MAX_PAGE = 200
 JOB_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
@@ -290,7 +300,21 @@ _FIELD_DESCRIPTIONS = {
         "null if the job never failed"
     ),
     "data": "the job's data as accepted: only with ?include=data",
+    "worker": "the worker process of the current (last) attempt, as host:pid; null before it starts",
+    "history": (
+        f"the earlier attempts, oldest first: each attempt that failed and was retried, appended when its retry "
+        f"was scheduled, the last {MAX_HISTORY} kept; its error cut to {HISTORY_ERROR_CHARS} characters, the last "
+        f"{HISTORY_TRACEBACK_CHARS} of its traceback; worker is host:pid. The current attempt is in the record's "
+        "own fields (startedAt, finishedAt, durationMs, error, traceback, worker): while retrying it is also the last "
+        "entry. null if no attempt was retried; a requeue keeps it"
+    ),
 }
+#: An entry of `history`: the times in ms since the epoch, the duration in ms.
+_HISTORY_ENTRY_TYPES = {
+    "attempt": "integer", "startedAt": "integer", "finishedAt": "integer", "durationMs": "integer",
+    "error": "string", "traceback": "string", "worker": "string",
+}  # fmt: skip
+assert tuple(_HISTORY_ENTRY_TYPES) == HISTORY_ENTRY_FIELDS
 
 
 def _record_field(name: str) -> dict[str, Any]:
@@ -298,6 +322,10 @@ def _record_field(name: str) -> dict[str, Any]:
         schema: Schema = {"type": "string"}
     elif name == "state":
         schema = {"type": ["string", "null"], "enum": [*STATES, None]}
+    elif name == "history":
+        entry = {"type": "object", "required": list(_HISTORY_ENTRY_TYPES),
+                 "properties": {field: {"type": kind} for field, kind in _HISTORY_ENTRY_TYPES.items()}}  # fmt: skip
+        schema = {"type": ["array", "null"], "items": entry, "maxItems": MAX_HISTORY}
     elif FIELDS[name] == "any":
         schema = {}
     else:

@@ -9,6 +9,7 @@ is settled. A failed start is logged and counted; it never fails the job.
 
 from __future__ import annotations
 
+import socket
 import threading
 import traceback as tb
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from app.middleware.retries import NEXT_RETRY_AT, RETRY_LOST
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import CANCELED, FAILED, RETRYING, SKIPPED, SUCCEEDED, now_ms
 from app.outcomes.result import InvalidResult, encode_result
+from app.pid import current_pid
 
 MAX_TRACEBACK_LINES = 12
 
@@ -47,6 +49,8 @@ class _Verdict:
     next_retry_at_ms: int = 0
     #: What a successful attempt returned, as JSON ('' for none).
     result_json: str = ""
+    #: When the attempt started (None if it never ran).
+    started_at_ms: int | None = None
     # When the attempt ended: the ack (and so the write) can come much later if Redis is down.
     finished_at_ms: int = field(default_factory=now_ms)
 
@@ -75,6 +79,11 @@ class OutcomeRecorder(Middleware):
         # Runs whose `running` write did not reach Redis: their final write counts them instead.
         self._uncounted: set[str] = set()
         self._lock = threading.Lock()
+        self.worker = worker_name()
+
+    def after_process_boot(self, broker: Broker) -> None:
+        # A worker process may have been forked from the one that built this middleware.
+        self.worker = worker_name()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         started = now_ms()
@@ -87,6 +96,7 @@ class OutcomeRecorder(Middleware):
             queue=job_queue(message),
             attempt=attempt,
             at_ms=started,
+            worker=self.worker,
         )
         prior = message.prior_deliveries if isinstance(message, FetchedMessage) else None
         if prior is not None:
@@ -140,7 +150,7 @@ class OutcomeRecorder(Middleware):
             self._verdicts[key] = _Verdict(FAILED, attempt, duration, error, trace)
             return
         next_retry = int(message.options.get(NEXT_RETRY_AT, 0))
-        self._verdicts[key] = _Verdict(RETRYING, attempt, duration, error, trace, next_retry)
+        self._verdicts[key] = _Verdict(RETRYING, attempt, duration, error, trace, next_retry, started_at_ms=started)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         if isinstance(message, FetchedMessage) and message.unstarted:
@@ -179,6 +189,8 @@ class OutcomeRecorder(Middleware):
                     traceback=verdict.traceback,
                     next_retry_at_ms=verdict.next_retry_at_ms,
                     duration_ms=verdict.duration_ms or 0,
+                    started_at_ms=verdict.started_at_ms or verdict.finished_at_ms,
+                    worker=self.worker,
                     **ids,
                 )
             ]
@@ -254,6 +266,11 @@ class OutcomeRecorder(Middleware):
             self.write_errors += 1
         self.on_write_error()
         self.logger.warning("Could not write the outcome log (%s); the job itself is unaffected.", failure)
+
+
+def worker_name() -> str:
+    """This process as a record names the worker of an attempt: host:pid."""
+    return f"{socket.gethostname()}:{current_pid()}"
 
 
 def failure_of(message: MessageProxy) -> BaseException | None:

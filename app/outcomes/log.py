@@ -7,6 +7,7 @@ in one round trip. A worker's two writes per job, `running` and `succeeded`, are
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,11 @@ from app.keys import DEAD_LETTER_SUFFIX, MESSAGES_SUFFIX, Keys
 from app.outcomes.record import (
     CANCELED,
     FAILED,
+    HISTORY_ENTRY_FIELDS,
+    HISTORY_ERROR_CHARS,
+    HISTORY_TRACEBACK_CHARS,
     MAX_ERROR_CHARS,
+    MAX_HISTORY,
     MAX_TRACEBACK_CHARS,
     NEW_JOB_FIELDS,
     QUEUED,
@@ -40,7 +45,7 @@ SUCCEEDED_SCRIPT = lua("succeeded", MINUTE_COUNTS_TTL=MINUTE_COUNTS_TTL_SECONDS,
 DELIVERIES_SCRIPT = lua("deliveries")
 PROGRESS_SCRIPT = lua("progress", **_STATE_NAMES)
 CANCEL_SCRIPT = lua("cancel", QUEUED=QUEUED, RETRYING=RETRYING, **_STATE_NAMES)
-UNLESS_SUPERSEDED = lua("run_commands", "unless_superseded", **_STATE_NAMES)
+UNLESS_SUPERSEDED = lua("run_commands", "append_history", "unless_superseded", MAX_HISTORY=MAX_HISTORY, **_STATE_NAMES)
 
 #: Values before the record's fields in a block of the enqueue script (see enqueue_jobs.lua).
 ENQUEUE_BLOCK_HEAD = 16
@@ -135,7 +140,8 @@ class OutcomeLog:
         at_ms: int,
         priority: str = "normal",
     ) -> list[Command]:
-        """A finished job put back on its queue (its executions and redeliveries count on)."""
+        """A finished job put back on its queue (its executions and redeliveries count on, and its
+        history of attempts is kept)."""
         record = self.keys.job(job_id)
         values = self.queued_values(
             job_id=job_id, job_name=job_name, queue=queue, max_retries=max_retries, data_json=data_json, at_ms=at_ms,
@@ -160,6 +166,7 @@ class OutcomeLog:
                 "progressMessage",
                 "progressAt",
                 "result",
+                "worker",
             ),
             ("HINCRBY", record, "requeues", 1),
             *self._leave(job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, CANCELED, RETRYING)),
@@ -177,13 +184,13 @@ class OutcomeLog:
             keys.enqueued_counts(), keys.enqueued_count_field(job_name, queue), self.retention_seconds,
         )  # fmt: skip
 
-    def running(self, *, job_id: str, job_name: str, queue: str, attempt: int, at_ms: int) -> Command:
-        """An attempt starts; the call's reply counts how many times this attempt was delivered
-        without finishing (a crash loop shows there)."""
+    def running(self, *, job_id: str, job_name: str, queue: str, attempt: int, at_ms: int, worker: str = "") -> Command:
+        """An attempt starts, run by `worker` (host:pid; '' if unknown); the call's reply counts how
+        many times this attempt was delivered without finishing (a crash loop shows there)."""
         # A first attempt has never been retrying (a requeue takes a job out of that index).
         left = (QUEUED,) if attempt == 1 else (QUEUED, RETRYING)
         indexes = self._indexes(job_name, (RUNNING, *left))
-        args = (job_id, job_name, queue, attempt, at_ms, index_score(at_ms), self.retention_seconds)
+        args = (job_id, job_name, queue, attempt, at_ms, index_score(at_ms), self.retention_seconds, worker)
         return ("EVAL", RUNNING_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args)
 
     def cancel(self, *, job_id: str, job_name: str, at_ms: int) -> Command:
@@ -216,21 +223,29 @@ class OutcomeLog:
         next_retry_at_ms: int,
         duration_ms: int,
         at_ms: int,
+        started_at_ms: int,
+        worker: str,
     ) -> Command:
-        """Attempt `attempt` failed and its retry is scheduled. Written after the ack: by then the
-        retry may have run, so it applies only if no later attempt has started and the job has
-        not finished (one call, still one round trip)."""
+        """Attempt `attempt` (started at `started_at_ms` by `worker`) failed and its retry is
+        scheduled; the attempt is appended to the record's `history` too (the last MAX_HISTORY).
+        Written after the ack: by then the retry may have run, so it applies only if no later
+        attempt has started and the job has not finished (one call, still one round trip)."""
         record = self.keys.job(job_id)
+        entry = history_entry(
+            attempt=attempt, started_at_ms=started_at_ms, finished_at_ms=at_ms, duration_ms=duration_ms,
+            error=error, traceback=traceback, worker=worker,
+        )  # fmt: skip
         commands: list[Command] = [
             ("HSET", record, "state", RETRYING, "error", error[:MAX_ERROR_CHARS],
              "traceback", traceback[-MAX_TRACEBACK_CHARS:], "nextRetryAt", next_retry_at_ms,
-             "durationMs", duration_ms, "finishedAt", at_ms, "updatedAt", at_ms, "deliveries", 0),
+             "durationMs", duration_ms, "finishedAt", at_ms, "updatedAt", at_ms, "deliveries", 0,
+             "worker", worker),
             *self._leave(job_id, job_name, (RUNNING,)),
             *self._enter(job_id, job_name, RETRYING, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
             *self._counted("retried", at_ms),
         ]  # fmt: skip
-        return ("EVAL", UNLESS_SUPERSEDED, 1, record, attempt, *flatten(commands))
+        return ("EVAL", UNLESS_SUPERSEDED, 1, record, attempt, entry, *flatten(commands))
 
     def succeeded(
         self,
@@ -351,3 +366,23 @@ class OutcomeLog:
 
     def _leave(self, job_id: str, job_name: str, states: Iterable[str]) -> list[Command]:
         return [("ZREM", key, job_id) for key in self._indexes(job_name, states)]
+
+
+def history_entry(
+    *,
+    attempt: int,
+    started_at_ms: int,
+    finished_at_ms: int,
+    duration_ms: int,
+    error: str,
+    traceback: str,
+    worker: str,
+) -> str:
+    """An attempt as an entry of a record's `history` (JSON; HISTORY_ENTRY_FIELDS): its error and
+    the end of its traceback cut to HISTORY_ERROR_CHARS and HISTORY_TRACEBACK_CHARS."""
+    values = (
+        attempt, started_at_ms, finished_at_ms, duration_ms, error[:HISTORY_ERROR_CHARS],
+        traceback[-HISTORY_TRACEBACK_CHARS:], worker,
+    )  # fmt: skip
+    entry = dict(zip(HISTORY_ENTRY_FIELDS, values, strict=True))
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)

@@ -23,6 +23,14 @@ FINAL_STATES = (SUCCEEDED, FAILED, SKIPPED, CANCELED)
 
 MAX_ERROR_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 4_000
+#: A record's `history` keeps the last this many finished attempts that did not end the job (its
+#: retried ones), each with its error and the end of its traceback cut shorter than the record's
+#: own: at most about 15 kB a record.
+MAX_HISTORY = 10
+HISTORY_ERROR_CHARS = 500
+HISTORY_TRACEBACK_CHARS = 1_000
+#: The fields of an entry of `history`, in this order.
+HISTORY_ENTRY_FIELDS = ("attempt", "startedAt", "finishedAt", "durationMs", "error", "traceback", "worker")
 
 #: Every field a record can hold: name -> its JSON type as the API shows it. Integers are times
 #: in ms since the epoch, durations in ms, or counts.
@@ -56,6 +64,8 @@ FIELDS: dict[str, str] = {
     "progressMessage": "string",
     "progressAt": "integer",
     "result": "any",
+    "worker": "string",
+    "history": "any",
 }
 #: Read as this when the record has never had them.
 DEFAULT_WHEN_ABSENT = {"priority": "normal"}
@@ -81,8 +91,9 @@ PUBLIC_FIELDS = (
     "cancelRequestedAt", "canceledAt",
 )  # fmt: skip
 #: What `GET /jobs/{id}` shows: also the last error's traceback (cut when written, MAX_TRACEBACK_CHARS),
-#: the running attempt's last reported progress (a percentage) and the job's result.
-DETAIL_FIELDS = (*PUBLIC_FIELDS, "traceback", *PROGRESS_FIELDS, "result")
+#: the running attempt's last reported progress (a percentage), the job's result, the worker
+#: process of the current attempt and the earlier attempts (`history`).
+DETAIL_FIELDS = (*PUBLIC_FIELDS, "traceback", *PROGRESS_FIELDS, "result", "worker", "history")
 #: And with `?include=data`: the job's data, which can be large.
 DETAIL_WITH_DATA_FIELDS = (*DETAIL_FIELDS, "data")
 

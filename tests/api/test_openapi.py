@@ -32,6 +32,7 @@ from app.api.operations import OPERATIONS
 from app.delivery.email_domains import normalized_email
 from app.http import ROUTES, create_app
 from app.jobs import load_job_types
+from app.outcomes.record import HISTORY_ENTRY_FIELDS
 from app.settings import Settings
 from tests.support.accepted import enqueued
 from tests.support.services import RedisServer, running_redis
@@ -297,6 +298,12 @@ def test_one_job_is_documented_with_its_traceback_and_on_request_its_data() -> N
     fields = schemas[detail["$ref"].rpartition("/")[2]]["properties"]
     assert {"traceback", "data"} <= set(fields) and "include=data" in fields["data"]["description"]
     assert not {"traceback", "data"} & set(schemas["JobRecord"]["properties"])  # the lists keep their fields
+    # The attempt history: an array of the earlier attempts, each with its worker.
+    assert fields["history"]["type"] == ["array", "null"] and "requeue keeps it" in fields["history"]["description"]
+    entry = fields["history"]["items"]
+    assert entry["required"] == list(HISTORY_ENTRY_FIELDS) and entry["properties"]["worker"] == {"type": "string"}
+    assert "host:pid" in fields["worker"]["description"]
+    assert not {"history", "worker"} & set(schemas["JobRecord"]["properties"])
 
 
 def test_a_route_without_an_operation_is_not_left_out_silently() -> None:

@@ -22,6 +22,7 @@ from taskqueue import (
     Conflict,
     Forbidden,
     InvalidJob,
+    Job,
     NewJob,
     NotFound,
     Unauthorized,
@@ -88,6 +89,8 @@ def test_enqueue_then_wait_returns_the_finished_job(client: Client) -> None:
     assert isinstance(job.enqueued_at, datetime) and job.enqueued_at.tzinfo is UTC
     assert job.finished_at is not None and job.finished_at >= job.enqueued_at
     assert job.raw["jobId"] == job_id and client.get(job_id) == job
+    # Its worker process (host:pid); succeeded at its first attempt, it has no history of attempts.
+    assert job.worker and job.worker.rpartition(":")[2].isdigit() and job.history == []
 
 
 def test_wait_is_one_long_poll_answered_when_the_job_finishes(served: Served) -> None:
@@ -297,6 +300,15 @@ def test_the_client_agrees_with_the_service() -> None:
 
     assert taskqueue.STATES == STATES and taskqueue.FINAL_STATES == FINAL_STATES
     assert _calls.MAX_WAIT_S == MAX_WAIT_S
+
+
+def test_a_jobs_history_is_its_list_of_earlier_attempts() -> None:
+    entry = {"attempt": 1, "startedAt": 1_000, "finishedAt": 1_250, "durationMs": 250, "error": "E",
+             "traceback": "T", "worker": "host-1:42"}  # fmt: skip
+    job = Job.from_api({"jobId": "j1", "state": "running", "attempts": 2, "worker": "host-2:7", "history": [entry]})
+    assert job.history == [entry] and job.worker == "host-2:7"
+    assert Job.from_api({"jobId": "j1", "history": None}).history == []  # none retried
+    assert Job.from_api({"jobId": "j1", "history": "not a list"}).history == []
 
 
 BLOCKED = ("app", "starlette", "dramatiq", "redis", "pydantic", "prometheus_client", "uvicorn", "click", "rich")

@@ -21,7 +21,7 @@ from app.connection.commands import Command
 from app.connection.worker_writes import WorkerWrites
 from app.errors import PermanentJobError
 from app.keys import Keys
-from app.middleware.outcomes import OutcomeRecorder
+from app.middleware.outcomes import OutcomeRecorder, worker_name
 from app.middleware.retries import DurableRetries
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import decode_record, now_ms
@@ -187,6 +187,7 @@ def test_success_is_two_round_trips(harness: Harness) -> None:
     assert_transitions(harness, ["running", "succeeded"])
     record = harness.record("job-ok")
     assert record["attempts"] == 1 and record["executions"] == 1 and record["durationMs"] is not None
+    assert record["history"] is None and record["worker"] == worker_name()  # host:pid of this process
     assert harness.reader.zscore(KEYS.state_index("succeeded", "okJob"), "job-ok") is not None
     assert harness.reader.zcard(KEYS.state_index("running")) == 0
     assert harness.write_errors == 0
@@ -201,6 +202,14 @@ def test_each_retry_is_one_round_trip_per_transition(harness: Harness) -> None:
     assert record["attempts"] == 3 and record["executions"] == 3
     assert record["error"] == "RuntimeError: attempt 2 failed"  # the last error stays visible
     assert harness.calls["job-flaky"] == 3
+    # The two retried attempts, written with their retrying (no extra round trip: see above).
+    history = record["history"]
+    assert [(e["attempt"], e["error"], e["worker"]) for e in history] == [
+        (n, f"RuntimeError: attempt {n} failed", worker_name()) for n in (1, 2)
+    ]
+    for e in history:
+        assert e["finishedAt"] >= e["startedAt"] and e["durationMs"] >= 0 and "RuntimeError" in e["traceback"]
+    assert history[0]["finishedAt"] <= history[1]["startedAt"] <= record["startedAt"]
 
 
 def test_retries_spent_is_failed_with_compat_entry_in_the_same_round_trip(harness: Harness) -> None:
@@ -277,8 +286,9 @@ IDS = {"job_id": "j1", "job_name": "flakyJob"}
 
 def late_retrying(attempt: int, at_ms: int) -> Command:
     return LOG.retrying(
-        attempt=attempt, error="E", traceback="T", next_retry_at_ms=at_ms + 100, duration_ms=3, at_ms=at_ms, **IDS
-    )
+        attempt=attempt, error="E", traceback="T", next_retry_at_ms=at_ms + 100, duration_ms=3, at_ms=at_ms,
+        started_at_ms=at_ms - 3, worker="host-1:42", **IDS,
+    )  # fmt: skip
 
 
 def test_a_late_retrying_does_not_roll_back_a_finished_job() -> None:

@@ -15,13 +15,22 @@ import dramatiq
 import fakeredis
 import pydantic
 import pytest
+import redis
 
 from app.broker.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, Enqueuer
 from app.connection.commands import coalesce
 from app.jobs import JobRegistry, JobType
 from app.keys import Keys
 from app.outcomes.log import ENQUEUE_SCRIPT, MINUTE_COUNTS_TTL_SECONDS, OutcomeLog
-from app.outcomes.record import NEW_JOB_FIELDS, QUEUED_FIELDS
+from app.outcomes.record import (
+    HISTORY_ENTRY_FIELDS,
+    HISTORY_ERROR_CHARS,
+    HISTORY_TRACEBACK_CHARS,
+    MAX_HISTORY,
+    NEW_JOB_FIELDS,
+    QUEUED_FIELDS,
+    decode_record,
+)
 from app.settings import Settings
 from tests.support.redis_state import Entry, dump, run_multi
 
@@ -317,3 +326,114 @@ def test_deliveries_reads_each_records_count() -> None:
     client.hset(KEYS.job("a"), mapping={"deliveries": 2})
     client.hset(KEYS.job("b"), mapping={"state": "queued"})
     assert client.execute_command(*LOG.deliveries(["a", "b", "missing"])) == [2, 0, 0]
+
+
+# ----- the attempt history (retrying), on fakeredis and on a real redis-server (its cjson) -----
+WORKER = "host-1:4242"
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def any_redis(request: pytest.FixtureRequest) -> redis.Redis:
+    if request.param == "fakeredis":
+        return fakeredis.FakeRedis()
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    return client
+
+
+def start(client: redis.Redis, attempt: int, at: int) -> None:
+    client.execute_command(*LOG.running(queue="default", attempt=attempt, at_ms=at, worker=WORKER, **IDS))
+
+
+def retried(attempt: int, at: int, *, error: str = "", traceback: str = "", worker: str = WORKER) -> Any:
+    """Attempt `attempt`, started at `at`, failed 7 ms later: its retrying write."""
+    return LOG.retrying(
+        attempt=attempt, error=error or f"RuntimeError: attempt {attempt}", traceback=traceback or f"T{attempt}",
+        next_retry_at_ms=at + 1_000, duration_ms=7, at_ms=at + 7, started_at_ms=at, worker=worker, **IDS,
+    )  # fmt: skip
+
+
+def history_of(client: redis.Redis) -> Any:
+    return decode_record(client.hgetall(JOB))["history"]
+
+
+def entry(attempt: int, at: int) -> dict[str, Any]:
+    return {
+        "attempt": attempt, "startedAt": at, "finishedAt": at + 7, "durationMs": 7,
+        "error": f"RuntimeError: attempt {attempt}", "traceback": f"T{attempt}", "worker": WORKER,
+    }  # fmt: skip
+
+
+def test_each_retried_attempt_is_appended_to_the_history_in_its_retrying_write(any_redis: redis.Redis) -> None:
+    start(any_redis, 1, AT)
+    assert any_redis.hget(JOB, "worker") == WORKER.encode()  # the running attempt's worker
+    assert any_redis.hget(JOB, "history") is None  # the current attempt is in the record's own fields
+    assert any_redis.execute_command(*retried(1, AT)) == 1
+    assert history_of(any_redis) == [entry(1, AT)]
+    start(any_redis, 2, AT + 2_000)
+    any_redis.execute_command(*retried(2, AT + 2_000))
+    assert history_of(any_redis) == [entry(1, AT), entry(2, AT + 2_000)]
+    assert set(entry(1, AT)) == set(HISTORY_ENTRY_FIELDS)
+    # The last attempt stays in the record's fields as before.
+    record = decode_record(any_redis.hgetall(JOB))
+    assert (record["state"], record["attempts"], record["startedAt"], record["error"], record["worker"]) == (
+        "retrying", 2, AT + 2_000, "RuntimeError: attempt 2", WORKER,
+    )  # fmt: skip
+
+
+def test_the_history_keeps_the_last_attempts_only(any_redis: redis.Redis) -> None:
+    attempts = MAX_HISTORY + 3
+    for attempt in range(1, attempts + 1):
+        at = AT + attempt * 10_000
+        start(any_redis, attempt, at)
+        any_redis.execute_command(*retried(attempt, at))
+    history = history_of(any_redis)
+    assert [e["attempt"] for e in history] == list(range(attempts - MAX_HISTORY + 1, attempts + 1))
+    assert history[-1] == entry(attempts, AT + attempts * 10_000)  # times in ms survive cjson
+
+
+def test_a_late_or_repeated_retrying_adds_nothing_to_the_history(any_redis: redis.Redis) -> None:
+    start(any_redis, 1, AT)
+    start(any_redis, 2, AT + 2_000)  # attempt 1's retrying lands after attempt 2 started
+    assert any_redis.execute_command(*retried(1, AT)) == 0
+    assert any_redis.hget(JOB, "history") is None
+    any_redis.execute_command(*retried(2, AT + 2_000))
+    # Sent again (its reply was lost): appended once.
+    assert any_redis.execute_command(*retried(2, AT + 2_000)) == 1
+    assert history_of(any_redis) == [entry(2, AT + 2_000)]
+    start(any_redis, 3, AT + 4_000)
+    any_redis.execute_command(*LOG.succeeded(duration_ms=5, at_ms=AT + 4_005, attempt=3, started=True, **IDS))
+    assert any_redis.execute_command(*retried(3, AT + 4_000)) == 0  # the job has finished
+    assert history_of(any_redis) == [entry(2, AT + 2_000)]
+
+
+def test_a_first_attempt_success_writes_no_history(any_redis: redis.Redis) -> None:
+    start(any_redis, 1, AT)
+    any_redis.execute_command(*LOG.succeeded(duration_ms=5, at_ms=AT + 5, attempt=1, started=True, **IDS))
+    assert any_redis.hget(JOB, "state") == b"succeeded" and any_redis.hget(JOB, "history") is None
+    assert any_redis.hget(JOB, "worker") == WORKER.encode()
+
+
+def test_a_history_entry_keeps_the_start_of_the_error_and_the_end_of_the_traceback(any_redis: redis.Redis) -> None:
+    error = 'ValueError: é→ "quoted" / ' + "e" * HISTORY_ERROR_CHARS
+    traceback = "Traceback (most recent call last):\n" + "  line\n" * 400 + "ValueError: ünïcode\n"
+    start(any_redis, 1, AT)
+    any_redis.execute_command(*retried(1, AT, error=error, traceback=traceback))
+    (found,) = history_of(any_redis)
+    assert found["error"] == error[:HISTORY_ERROR_CHARS]
+    assert found["traceback"] == traceback[-HISTORY_TRACEBACK_CHARS:] and found["traceback"].endswith("ünïcode\n")
+    # The record's own fields keep their longer cut.
+    assert any_redis.hget(JOB, "traceback") == traceback[-4_000:].encode()
+
+
+def test_a_requeue_keeps_the_history_and_forgets_the_attempts_worker(any_redis: redis.Redis) -> None:
+    start(any_redis, 1, AT)
+    any_redis.execute_command(*retried(1, AT))
+    run_multi(any_redis, LOG.requeued(
+        job_id="j1", job_name="webhookJob", queue="default", max_retries=5, data_json="{}", at_ms=AT + 9_000,
+    ))  # fmt: skip
+    record = decode_record(any_redis.hgetall(JOB))
+    assert record["state"] == "queued" and record["history"] == [entry(1, AT)] and record["worker"] is None
+    # Its attempts start again from 1, appended after the earlier ones.
+    start(any_redis, 1, AT + 10_000)
+    any_redis.execute_command(*retried(1, AT + 10_000))
+    assert history_of(any_redis) == [entry(1, AT), entry(1, AT + 10_000)]

@@ -94,7 +94,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     if not os.access(CHROMIUM, os.X_OK):
         unavailable("chromium is not installed: install the Debian package `chromium`")
     tmp = tmp_path_factory.mktemp("console")
-    receiver = ScriptedReceiver(lambda job_id, n, path: 200 if console_state["healthy"] else 500)
+    # A job posting to /flaky fails twice, then succeeds.
+    receiver = ScriptedReceiver(
+        lambda job_id, n, path: 200 if console_state["healthy"] or (path == "/flaky" and n > 2) else 500
+    )
     console_state = {"healthy": False}
     with running_redis(tmp / "redis") as server:
         redis_server: RedisServer = server
@@ -181,6 +184,30 @@ def test_a_failing_webhook_appears_as_failed_with_its_traceback(console: Console
     assert page.locator(f"tr[data-job='{job_id}']").count() == 1
     assert_accessible(page)
     screenshot(page, "jobs")
+
+
+def test_the_timeline_lists_each_attempt_with_its_worker_and_error(console: Console, page: Any) -> None:
+    url = console.receiver.url.replace("/hook", "/flaky")
+    job_id = console.enqueue("webhookJob", {"url": url, "payload": {"n": 2}}, maxRetries=3)
+    wait_until(lambda: console.state(job_id) == "succeeded", timeout=30, message=f"{job_id} to succeed")
+    page.goto(f"/ui/jobs/{job_id}")
+    attempts = page.locator("#job-timeline li.attempt")
+    assert [attempts.nth(n).get_attribute("data-attempt") for n in range(attempts.count())] == ["1", "2", "3"]
+    worker = console.api.get(f"/jobs/{job_id}").json()["worker"]
+    for n, outcome in ((0, "Attempt 1 failed, retried"), (1, "Attempt 2 failed, retried"), (2, "Attempt 3 succeeded")):
+        text = attempts.nth(n).inner_text()
+        assert outcome in text and "started" in text and "took" in text and f"worker {worker}" in text, text
+    for n in (0, 1):
+        attempt = attempts.nth(n)
+        assert "500" in attempt.locator("pre.error").inner_text()
+        # The traceback is collapsed until its summary is clicked.
+        traceback = attempt.locator("details pre.traceback")
+        assert not traceback.is_visible()
+        attempt.locator("summary").click()
+        assert traceback.is_visible() and "WebhookError" in traceback.inner_text()
+    assert attempts.nth(2).locator("pre.error").count() == 0  # the success has no error of its own
+    assert_accessible(page)
+    screenshot(page, "job-timeline")
 
 
 def test_bulk_retry_by_filter_and_the_jobs_then_succeed(console: Console, page: Any) -> None:

@@ -1,7 +1,8 @@
 -- An attempt starts. KEYS: the record, then the global and per-job-type index of: running, then
 -- of each state left (queued, and retrying after a first attempt). ARGV: job id, job name, queue,
--- attempt, at (ms), index score, retention (s). Returns how many times this attempt was
--- delivered without finishing, counting this one (a crash loop shows here).
+-- attempt, at (ms), index score, retention (s), and optionally the worker process running it
+-- (host:pid; '' or none if unknown). Returns how many times this attempt was delivered without
+-- finishing, counting this one (a crash loop shows here).
 -- A start that arrives after its attempt has finished (a worker does not wait for a start's
 -- reply: if Redis refused it, it is sent again, possibly after the finish) only counts the
 -- execution.
@@ -12,10 +13,20 @@ if (state == '$SUCCEEDED' or state == '$FAILED' or state == '$SKIPPED') and atte
   redis.call('HINCRBY', record, 'executions', 1)
   return 0
 end
-redis.call('HSET', record, 'jobId', id, 'jobName', ARGV[2], 'queue', ARGV[3], 'state', '$RUNNING',
-  'attempts', ARGV[4], 'startedAt', at, 'updatedAt', at)
--- Progress and a result belong to an attempt (a retry's, a requeued job's start afresh).
-redis.call('HDEL', record, 'nextRetryAt', 'runAt', 'progress', 'progressMessage', 'progressAt', 'result')
+local fields = {'jobId', id, 'jobName', ARGV[2], 'queue', ARGV[3], 'state', '$RUNNING', 'attempts', ARGV[4],
+  'startedAt', at, 'updatedAt', at}
+-- Progress and a result belong to an attempt (a retry's, a requeued job's start afresh), and so
+-- does the worker running it.
+local cleared = {'nextRetryAt', 'runAt', 'progress', 'progressMessage', 'progressAt', 'result'}
+local worker = ARGV[8] or ''
+if worker ~= '' then
+  fields[#fields + 1] = 'worker'
+  fields[#fields + 1] = worker
+else
+  cleared[#cleared + 1] = 'worker'
+end
+redis.call('HSET', record, unpack(fields))
+redis.call('HDEL', record, unpack(cleared))
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZADD', KEYS[2], ARGV[6], id)
 redis.call('ZADD', KEYS[3], ARGV[6], id)

@@ -6,6 +6,7 @@ import datetime
 import json
 import re
 import shlex
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -21,10 +22,13 @@ from app.outcomes.record import (
     DETAIL_WITH_DATA_FIELDS,
     FAILED,
     FINAL_STATES,
+    MAX_HISTORY,
     QUEUED,
     RETRYING,
     RUNNING,
+    SKIPPED,
     STATES,
+    SUCCEEDED,
 )
 from app.ui import reads
 from app.ui.guard import page, session
@@ -105,6 +109,34 @@ def curl_command(request: Request, record: dict[str, object]) -> str:
     )
 
 
+#: What the current attempt's outcome reads as on the timeline, by the job's state.
+_OUTCOMES = {RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed, dead-lettered", RETRYING: "failed, retried",
+             CANCELED: "canceled", SKIPPED: "skipped"}  # fmt: skip
+
+
+def attempts_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A job's attempts for its timeline, oldest first: the retried ones its `history` keeps, then
+    the current one from the record's own fields (unless it is the history's last: a retrying
+    job's). `requeued`: a requeue came before it (the attempts count again from 1). The current
+    attempt's traceback is left to the page's last error."""
+    history = [entry for entry in record.get("history") or () if isinstance(entry, dict)]
+    attempts = [{**entry, "outcome": _OUTCOMES[RETRYING]} for entry in history]
+    started = record.get("startedAt")
+    last = history[-1] if history else {}
+    if started and (last.get("attempt"), last.get("startedAt")) != (record.get("attempts"), started):
+        state = record.get("state")
+        attempts.append({
+            "attempt": record.get("attempts"), "startedAt": started, "worker": record.get("worker"),
+            "finishedAt": None if state == RUNNING else record.get("finishedAt"),
+            "durationMs": None if state == RUNNING else record.get("durationMs"),
+            "error": record.get("error") if state in (FAILED, RETRYING, CANCELED, SKIPPED) else None,
+            "outcome": _OUTCOMES.get(str(state), str(state)), "current": True,
+        })  # fmt: skip
+    for before, attempt in zip(attempts, attempts[1:], strict=False):
+        attempt["requeued"] = (attempt.get("attempt") or 0) <= (before.get("attempt") or 0)
+    return attempts
+
+
 @page()
 async def job(request: Request) -> Response:
     api = api_of(request)
@@ -124,7 +156,7 @@ async def job(request: Request) -> Response:
             actions.append("delete")
     return render(
         request, "job.html", title=f"Job {job_id}", job=record, actions=actions, curl=curl_command(request, record),
-        done=request.query_params.get("done"),
+        done=request.query_params.get("done"), attempts=attempts_of(record), max_history=MAX_HISTORY,
     )  # fmt: skip
 
 
