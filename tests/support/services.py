@@ -225,7 +225,7 @@ class Stack:
             env,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _http_ok(base + "/healthz"), timeout=30, message=f"{name} at {base}")
+        wait_until(lambda: _http_ok(base + "/healthz"), timeout=60, message=f"{name} at {base}")
         return service, base
 
     def worker(
