@@ -15,7 +15,7 @@ from typing import Any
 
 from app.connection.commands import Command, block_script
 from app.connection.scripts import flatten, lua, lua_list
-from app.keys import DEAD_LETTER_SUFFIX, MESSAGES_SUFFIX, Keys
+from app.keys import DEAD_LETTER_SUFFIX, DEFAULT_PRIORITY, MESSAGES_SUFFIX, Keys
 from app.outcomes.record import (
     CANCELED,
     FAILED,
@@ -118,14 +118,14 @@ class OutcomeLog:
         data_json: str,
         at_ms: int,
         run_at_ms: int | None = None,
-        priority: str = "normal",
+        priority: str = DEFAULT_PRIORITY,
         new: bool = True,
     ) -> list[Any]:
         """The values of QUEUED_FIELDS (and of NEW_JOB_FIELDS when `new`), in order; '' leaves a
         field out."""
         values: list[Any] = [
             job_id, job_name, queue, QUEUED, max_retries, at_ms, data_json, 0, 0, at_ms,
-            "" if run_at_ms is None else run_at_ms, "" if priority == "normal" else priority,
+            "" if run_at_ms is None else run_at_ms, "" if priority == DEFAULT_PRIORITY else priority,
         ]  # fmt: skip
         return [*values, 0] if new else values
 
@@ -138,7 +138,7 @@ class OutcomeLog:
         max_retries: int,
         data_json: str,
         at_ms: int,
-        priority: str = "normal",
+        priority: str = DEFAULT_PRIORITY,
     ) -> list[Command]:
         """A finished job put back on its queue (its executions and redeliveries count on, and its
         history of attempts is kept)."""

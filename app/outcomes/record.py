@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from app.keys import DEFAULT_PRIORITY
+
 QUEUED = "queued"
 RUNNING = "running"
 RETRYING = "retrying"
@@ -68,7 +70,7 @@ FIELDS: dict[str, str] = {
     "history": "any",
 }
 #: Read as this when the record has never had them.
-DEFAULT_WHEN_ABSENT = {"priority": "normal"}
+DEFAULT_WHEN_ABSENT = {"priority": DEFAULT_PRIORITY}
 #: Counts that read as 0 when the record has never had them.
 ZERO_WHEN_ABSENT = ("attempts", "executions", "redeliveries")
 
