@@ -223,7 +223,7 @@ def _flow_lines(figures: dict[str, Any], found: list[Target], settings: dict[str
     if flow:
         cpu = flow["cpu_us_per_job"]
         lines += [
-            f"## Flow control: worker throughput (ours {flow['config']}, no-op jobs/s; mean of "
+            f"## Flow control: worker throughput (ours {flow['config']}, no-op jobs/s; median of "
             f"{len(flow['runs']['plain'])} runs each, taken in turn)",
             "",
             "| configuration | jobs/s | CPU µs/job | vs plain | target |",

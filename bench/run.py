@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import statistics
 import sys
 import tempfile
 import time
@@ -62,6 +63,9 @@ class Plan:
     flow_config: str = "2x8"
     #: A limit no configuration reaches (16 threads at most): the cost of checking it, not of waiting.
     flow_concurrency: int = 1_000
+    #: Runs of each flow-control variant: its 5 % target is smaller than this machine's run-to-run
+    #: spread (±20 % seen), so more runs, and their median.
+    flow_repeats: int = 7
     #: A limit that binds (a quarter of 2x8's threads), reported without a target.
     bound_concurrency: int = 4
     bound_jobs: int = 20_000
@@ -88,6 +92,7 @@ QUICK = Plan(
     repeats=1,
     enqueue_repeats=1,
     flow_config="1x2",
+    flow_repeats=1,
     bound_concurrency=1,
     bound_jobs=3_000,
     backlog_jobs=500,
@@ -175,8 +180,8 @@ def measure_workers(context: Context, plan: Plan) -> dict[str, Any]:
 
 
 def measure_flow(context: Context, plan: Plan) -> dict[str, Any]:
-    """Our worker on no-op jobs, `repeats` times in turn: plain (one job type, normal priority, no
-    limits declared), with flow control configured (the jobs spread over the three priority
+    """Our worker on no-op jobs, `flow_repeats` times in turn (medians reported): plain (one job
+    type, normal priority, no limits declared), with flow control configured (the jobs spread over the three priority
     levels, their type declared with a concurrency limit that never binds), each of the two alone,
     and with a limit that binds."""
     processes, threads = _config(plan.flow_config)
@@ -193,12 +198,12 @@ def measure_flow(context: Context, plan: Plan) -> dict[str, Any]:
         "bound": (bound_run, {**limited, CONCURRENCY_ENV: str(plan.bound_concurrency)}),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    for _ in range(plan.repeats):
+    for _ in range(plan.flow_repeats):
         for name, (name_run, options) in variants.items():
             measure = functools.partial(throughput, context, OURS, processes, threads, name_run, **options)
             runs[name].append(_step(f"flow control: {name} {plan.flow_config}", measure))
-    rate = {name: _mean(result["jobs_per_s"] for result in results) for name, results in runs.items()}
-    cpu = {name: _mean(_cpu_per_job(result) for result in results) for name, results in runs.items()}
+    rate = {name: statistics.median(result["jobs_per_s"] for result in results) for name, results in runs.items()}
+    cpu = {name: statistics.median(_cpu_per_job(result) for result in results) for name, results in runs.items()}
     return {
         "config": plan.flow_config,
         **{name: round(value) for name, value in rate.items()},

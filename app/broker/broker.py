@@ -104,11 +104,9 @@ class TaskQueueBroker(RedisBroker):
 
     def ack_command(self, queue_name: str, redis_id: str) -> list[Command]:
         """The ack of one delivery of this process, with the concurrency slot it held."""
-        ack: Command = (
-            "EVAL", ACK_SCRIPT, 2, self.keys.acks(self.broker_id, queue_name), self.keys.queue_messages(queue_name),
-            redis_id,
-        )  # fmt: skip
-        return self._with_slot(ack, queue_name, redis_id)
+        ack_set, messages = self.keys.acks(self.broker_id, queue_name), self.keys.queue_messages(queue_name)
+        with_slot = self.slots.ack_release_command(ack_set, messages, queue_name, redis_id)
+        return [with_slot or ("EVAL", ACK_SCRIPT, 2, ack_set, messages, redis_id)]
 
     def nack_command(self, queue_name: str, redis_id: str) -> list[Command]:
         """The nack of one delivery of this process (its message becomes a dead letter), with the

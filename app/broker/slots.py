@@ -14,6 +14,7 @@ from app.connection.scripts import lua
 from app.keys import Keys, canonical_queue
 
 RELEASE_SLOT_SCRIPT = lua("wake_up", "release_slot")
+ACK_RELEASE_SCRIPT = lua("wake_up", "ack_release")
 
 
 class SlotHolds:
@@ -34,14 +35,23 @@ class SlotHolds:
 
     def release_command(self, queue_name: str, redis_id: str) -> Command | None:
         """The command that gives the slot back (None when this id holds none)."""
+        release = self._release_args(queue_name, redis_id)
+        return None if release is None else ("EVAL", RELEASE_SLOT_SCRIPT, 0, redis_id, *release)
+
+    def ack_release_command(self, ack_set: str, messages: str, queue_name: str, redis_id: str) -> Command | None:
+        """The ack of a delivery and the slot it held given back, in one call (None when it holds none)."""
+        release = self._release_args(queue_name, redis_id)
+        return None if release is None else ("EVAL", ACK_RELEASE_SCRIPT, 2, ack_set, messages, redis_id, *release)
+
+    def _release_args(self, queue_name: str, redis_id: str) -> tuple[object, ...] | None:
         with self._lock:
             job_name = self._holds.get(redis_id)
         if job_name is None:
             return None
         queue = canonical_queue(queue_name)
         return (
-            "EVAL", RELEASE_SLOT_SCRIPT, 0, self.keys.slots(job_name), redis_id,
-            self.keys.slot_waiting(queue, job_name), self.keys.wakeup(queue), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
+            self.keys.slots(job_name), self.keys.slot_waiting(queue, job_name), self.keys.wakeup(queue),
+            WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
         )  # fmt: skip
 
     def renew(self, client: redis.Redis, until_ms: int) -> None:
