@@ -23,6 +23,8 @@ class SlotHolds:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self._holds: dict[str, str] = {}
+        #: The release's arguments per (queue, job type): built once.
+        self._args: dict[tuple[str, str], tuple[object, ...]] = {}
         self._lock = threading.Lock()
 
     def take(self, redis_id: str, job_name: str) -> None:
@@ -48,11 +50,14 @@ class SlotHolds:
             job_name = self._holds.get(redis_id)
         if job_name is None:
             return None
-        queue = canonical_queue(queue_name)
-        return (
-            self.keys.slots(job_name), self.keys.slot_waiting(queue, job_name), self.keys.wakeup(queue),
-            WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
-        )  # fmt: skip
+        args = self._args.get((queue_name, job_name))
+        if args is None:
+            queue = canonical_queue(queue_name)
+            args = self._args[(queue_name, job_name)] = (
+                self.keys.slots(job_name), self.keys.slot_waiting(queue, job_name), self.keys.wakeup(queue),
+                WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
+            )  # fmt: skip
+        return args
 
     def renew(self, client: redis.Redis, until_ms: int) -> None:
         """Extend every held slot's lease (only those still in Redis: XX)."""

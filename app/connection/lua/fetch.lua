@@ -46,7 +46,8 @@ for i = 14, #ARGV, 8 do
   limits[ARGV[i]] = limit
   if limit.concurrency > 0 then
     redis.call('ZREMRANGEBYSCORE', limit.slots, '-inf', now)
-    local free = limit.concurrency - redis.call('ZCARD', limit.slots)
+    limit.held = redis.call('ZCARD', limit.slots)  -- counted here once, then kept up to date
+    local free = limit.concurrency - limit.held
     if free > 0 then
       local back = {}
       for _ = 1, math.min(free, budget) do
@@ -82,7 +83,7 @@ end
 
 -- Whether a job of this type may start now; if not, it is parked (waiting or throttled).
 local function admit(limit, id, level, body)
-  if limit.concurrency > 0 and redis.call('ZCARD', limit.slots) >= limit.concurrency then
+  if limit.concurrency > 0 and limit.held >= limit.concurrency then
     redis.call('RPUSH', limit.waiting, level .. '|' .. id)
     return false
   end
@@ -104,7 +105,9 @@ local function admit(limit, id, level, body)
     redis.call('ZADD', window, now, id .. ':' .. now)
     redis.call('PEXPIRE', window, limit.window * 2)
   end
-  if limit.concurrency > 0 then redis.call('ZADD', limit.slots, now + lease, id) end
+  if limit.concurrency > 0 then
+    limit.held = limit.held + redis.call('ZADD', limit.slots, now + lease, id)
+  end
   return true
 end
 
