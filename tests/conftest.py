@@ -29,10 +29,11 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    """Start processes with stack.api(), stack.worker(), ...; all are stopped at the end."""
+    """Start processes with stack.api(), stack.worker(), ...; all are killed at the end (a test that
+    checks a shutdown stops its processes itself)."""
     processes = Stack(redis_server, tmp_path)
     yield processes
-    processes.stop_all()
+    processes.discard_all()
 
 
 @pytest.fixture
