@@ -1,5 +1,9 @@
-"""A bounded load run with faults: 2,000 jobs through the API and the producer, two workers,
-one SIGKILLed and restarted mid-run, Redis SIGKILLed and restarted once. Then the ledger."""
+"""A bounded load run with faults: 1,000 jobs through the API and the producer, two workers,
+one SIGKILLed and restarted mid-run, Redis SIGKILLed and restarted once. Then the ledger.
+
+1,000 is enough for each fault to land mid-run (the kill at 15 % done, Redis at 45 %, while
+workers hold prefetched and running jobs): every job must still succeed, and send its email no
+more often than its record counts executions."""
 
 from __future__ import annotations
 
@@ -24,10 +28,10 @@ from tests.support.services import ROOT, RedisServer, Stack, free_port, wait_unt
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
-API_SINGLE = 500  # POST /enqueue, by 4 concurrent clients
-API_BATCHES = 10  # POST /enqueue/batch of 50
+API_SINGLE = 200  # POST /enqueue, by 4 concurrent clients
+API_BATCHES = 6  # POST /enqueue/batch of 50
 BATCH = 50
-PRODUCED = 1_000  # the producer, paced
+PRODUCED = 500  # the producer, paced
 TOTAL = API_SINGLE + API_BATCHES * BATCH + PRODUCED
 
 
@@ -121,11 +125,11 @@ def test_load_with_a_worker_killed_and_redis_restarted(
             return 0
 
     try:
-        wait_until(lambda: succeeded() >= 300, timeout=30, interval=0.05, message="300 jobs done")
+        wait_until(lambda: succeeded() >= 150, timeout=30, interval=0.05, message="150 jobs done")
         w1.kill_group()
         print(f"\nw1 SIGKILLed at {succeeded()} succeeded ({time.monotonic() - started:.1f} s)")
         stack.worker("w1-restarted", threads=8)
-        wait_until(lambda: succeeded() >= 900, timeout=30, interval=0.05, message="900 jobs done")
+        wait_until(lambda: succeeded() >= 450, timeout=30, interval=0.05, message="450 jobs done")
         print(f"Redis SIGKILLed at {succeeded()} succeeded ({time.monotonic() - started:.1f} s)")
         redis_server.restart(kill=True)
     finally:
