@@ -57,7 +57,7 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
                     wait_until(lambda job_id=job_id: api.state(job_id) in ("succeeded", "failed"), timeout=60)
                 yield Workload(stack, base, worker_metrics, ids, prometheus)
         finally:
-            stack.stop_all()
+            stack.discard_all()
             receiver.close()
 
 

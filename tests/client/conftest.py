@@ -91,7 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 receiver=receiver,
             )
         finally:
-            stack.stop_all()
+            stack.discard_all()
             receiver.close()
 
 

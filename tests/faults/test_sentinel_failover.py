@@ -125,4 +125,4 @@ def test_every_job_accepted_before_during_and_after_a_failover_succeeds(
         for job_id in load.accepted[:: max(1, len(load.accepted) // 20)]:
             assert api.state(job_id) == "succeeded", job_id
     finally:
-        stack.stop_all()
+        stack.discard_all()
