@@ -3,23 +3,38 @@ real worker process, read through the real API while it runs and after."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from app.keys import Keys
 from tests.support.flow_log import release_key
-from tests.support.services import Stack, wait_until
+from tests.support.services import Stack, running_redis, wait_until
 
 pytestmark = pytest.mark.slow
 
 ENV = {"JOB_MODULES": "tests.support.progress_jobs", "RESULT_MAX_BYTES": "1024"}
 
 
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One API and worker for the module: each test reads only the job it enqueued."""
+    tmp = tmp_path_factory.mktemp("progress")
+    with running_redis(tmp / "redis", appendonly=True) as redis_server:
+        processes = Stack(redis_server, tmp)
+        try:
+            _, base = processes.api(**ENV)
+            processes.worker(processes=1, threads=2, **ENV)
+            processes.client(base)
+            yield processes
+        finally:
+            processes.discard_all()
+
+
 def _started(stack: Stack) -> Any:
-    _, base = stack.api(**ENV)
-    stack.worker(processes=1, threads=2, **ENV)
-    return stack.client(base)
+    """The module's API client (made with its stack)."""
+    return stack.clients[0]
 
 
 def test_progress_shows_while_running_and_the_result_after(stack: Stack) -> None:
