@@ -73,6 +73,24 @@ class Keys:
     def all_index(self, job_name: str | None = None) -> str:
         return self.state_index("all", job_name)
 
+    # --- succeeded records, packed into buckets (app/outcomes/packed.py) ---
+    def succeeded_bucket(self, bucket: int) -> str:
+        """Hash of job id -> packed record of the succeeded jobs whose ids were made in one
+        bucket of time (`bucket`: see packed.bucket_of)."""
+        return f"{self.succeeded_bucket_prefix()}{bucket}"
+
+    def succeeded_bucket_prefix(self) -> str:
+        """What bucket keys start with (the bucket follows; the succeeded script builds them)."""
+        return f"{self.namespace}:succeeded:"
+
+    def succeeded_buckets(self) -> str:
+        """Zset of the buckets that hold succeeded records: bucket -> bucket (newest last)."""
+        return f"{self.namespace}:succeeded-buckets"
+
+    def succeeded_sizes(self) -> str:
+        """Hash of bucket -> how many records it holds, and TOTAL_FIELD -> how many in all."""
+        return f"{self.namespace}:succeeded-sizes"
+
     def enqueued_counts(self) -> str:
         """Hash of `<job>|<queue>` -> new jobs accepted, for taskqueue_jobs_enqueued_total."""
         return f"{self.namespace}:stats:enqueued"

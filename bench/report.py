@@ -16,6 +16,8 @@ API_RATIO_TO_NAIVE = 2.0
 BULK_JOBS_PER_S = 15_000
 #: Throughput with priorities and a (never binding) concurrency limit over without (issue 14).
 FLOW_RATIO = 0.95
+#: Redis memory a finished job keeps, its record and index entries included (issue 15).
+BYTES_PER_JOB = 400
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,14 @@ def targets(figures: dict[str, Any]) -> list[Target]:
             row["started_before_max"],
             f"<= {limit}",
             lambda v, limit=limit: v <= limit,
+        )
+    kept = figures.get("memory")
+    if kept:
+        check(
+            f"Redis memory per finished job (bytes, {kept['jobs']:,} emailJobs)",
+            kept["bytes_per_job"],
+            f"<= {BYTES_PER_JOB}",
+            lambda v: v <= BYTES_PER_JOB,
         )
     idle = figures.get("latency", {}).get("ours_idle")
     if idle:
@@ -208,12 +218,46 @@ def markdown(machine: dict[str, Any], settings: dict[str, Any], figures: dict[st
                     f"{row['p99_ms']} | {row['max_ms']} | {row['samples']} | {verdict} |"
                 )
         lines.append("")
+    lines += _memory_lines(figures, found)
     passed = sum(1 for target in found if target.met)
     lines += [f"## Targets: {passed} of {len(found)} met", "", "| target | value | goal | |", "|---|---:|---|---|"]
     for target in found:
         lines.append(f"| {target.name} | {target.value} | {target.goal} | {'PASS' if target.met else 'FAIL'} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _memory_lines(figures: dict[str, Any], found: list[Target]) -> list[str]:
+    """What one Redis carries (issue 15): memory and CPU per finished job, and the capacity table."""
+    kept = figures.get("memory")
+    if not kept:
+        return []
+    lines = [
+        f"## Redis per finished job ({kept['jobs']:,} emailJobs from the producer, run by `dramatiq app.actors` "
+        f"{kept['workers']} in {kept['run_s']} s)",
+        "",
+        "| figure | value | target |",
+        "|---|---:|---|",
+        f"| memory kept per finished job (INFO used_memory after - before) | {kept['bytes_per_job']} B | "
+        f"{_verdict(found, 'Redis memory per finished job')} |",
+        f"| of which the packed records themselves (freed when their buckets are deleted) | "
+        f"{kept['records_bytes_per_job']} B | |",
+        f"| Redis CPU per job, enqueue and run (INFO cpu) | {kept['redis_cpu_us_per_job']} µs | |",
+        f"| jobs/s one Redis core carries (1 / CPU per job) | {_n(kept['jobs_per_redis_core_s'])} | |",
+        "",
+        "Commands per job (INFO commandstats; those the Lua scripts call included): "
+        + ", ".join(f"{name} {n}" for name, n in kept["calls_per_job"].items())
+        + ".",
+        "",
+        "Capacity: Redis memory for the finished jobs kept (GB, at the figure above):",
+        "",
+        "| jobs/s | " + " | ".join(next(iter(kept["capacity"].values()))) + " |",
+        "|---|" + "---:|" * len(next(iter(kept["capacity"].values()))),
+    ]
+    for rate, row in kept["capacity"].items():
+        lines.append(f"| {rate} | " + " | ".join(f"{gb} GB" for gb in row.values()) + " |")
+    lines.append("")
+    return lines
 
 
 def _flow_lines(figures: dict[str, Any], found: list[Target], settings: dict[str, Any]) -> list[str]:

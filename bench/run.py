@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.keys import PRIORITY_LEVELS
-from bench import enqueue, report, ui
+from bench import enqueue, memory, report, ui
 from bench.backlog import CASES, high_behind_backlog
 from bench.context import Context, private_context
 from bench.keys import CONCURRENCY_ENV, LIMITED_NOOP
@@ -30,7 +30,7 @@ from tests.support.services import redis_server_binary
 
 T = TypeVar("T")
 RESULTS = Path(__file__).with_name("results")
-SECTIONS = ("workers", "flow", "enqueue", "latency", "ui")
+SECTIONS = ("workers", "flow", "enqueue", "latency", "memory", "ui")
 #: The module that declares the limited no-op job type (loaded by the workers through JOB_MODULES).
 FLOW_MODULE = "bench.flow"
 
@@ -71,6 +71,8 @@ class Plan:
     bound_jobs: int = 20_000
     backlog_jobs: int = 10_000
     backlog_runs: int = 3
+    #: Redis memory and CPU per finished job (issue 15): the issue's own measure, 20,000 emailJobs.
+    memory_jobs: int = 20_000
 
 
 QUICK = Plan(
@@ -97,6 +99,7 @@ QUICK = Plan(
     bound_jobs=3_000,
     backlog_jobs=500,
     backlog_runs=1,
+    memory_jobs=1_000,
 )
 
 
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             figures["enqueue"] = measure_enqueue(context, plan)
         if "latency" in args.sections:
             figures["latency"] = measure_latency(context, plan, figures.get("workers", {}))
+        if "memory" in args.sections:
+            figures["memory"] = _step("memory per finished job", lambda: memory.measure(context, jobs=plan.memory_jobs))
         if "ui" in args.sections:  # the console's pages with 100,000 records (bench/ui.py)
             figures["ui"] = _step(
                 "console pages", lambda: ui.measure(Path(tmp), **({"records": 10_000} if args.quick else {}))

@@ -25,9 +25,10 @@ import redis.asyncio.connection
 
 from app.api.session import COOKIE, FULL, sessions_for
 from app.http import create_app
+from app.job_ids import new_job_id
 from app.keys import Keys
 from app.outcomes.log import OutcomeLog
-from app.outcomes.record import FAILED, QUEUED, SUCCEEDED, index_score, now_ms
+from app.outcomes.record import FAILED, QUEUED, RUNNING, SUCCEEDED, index_score, now_ms
 from app.settings import Settings
 from tests.support.services import running_redis
 
@@ -37,7 +38,8 @@ KEY = "bench-console-key-0123456789"
 
 def seed(client: Any, keys: Keys, records: int) -> str:
     """`records` job records (60 % succeeded, 30 % failed with a traceback, 10 % queued) in their
-    indexes, a day of minute counts and 4 live workers; returns the id of a failed job."""
+    indexes (the succeeded ones packed by the succeeded script itself, as a worker does), a day of
+    minute counts and 4 live workers; returns the id of a failed job."""
     log = OutcomeLog(keys=keys, retention_seconds=7 * 86_400)
     now = now_ms()
     states = [SUCCEEDED] * 6 + [FAILED] * 3 + [QUEUED]
@@ -46,8 +48,8 @@ def seed(client: Any, keys: Keys, records: int) -> str:
     for n in range(records):
         state = states[n % len(states)]
         job_name = ("webhookJob", "emailJob")[n % 2]
-        job_id = f"bench-{n:08d}"
         at = now - (records - n) * 5
+        job_id = new_job_id(at_ms=at - 100)
         fields: dict[str, Any] = {
             "jobId": job_id, "jobName": job_name, "queue": "default", "state": state, "attempts": 1,
             "maxRetries": 5, "enqueuedAt": at - 100, "startedAt": at - 50, "finishedAt": at, "durationMs": 50,
@@ -58,9 +60,14 @@ def seed(client: Any, keys: Keys, records: int) -> str:
             fields["error"] = f"HTTPError: 50{n % 4} from https://example.com/hook"
             fields["traceback"] = "Traceback (most recent call last):\n  ...\n" * 20
         pipe.hset(keys.job(job_id), mapping=fields)
-        for index in (keys.state_index(state), keys.state_index(state, job_name), keys.all_index(),
+        indexed = RUNNING if state == SUCCEEDED else state  # the succeeded script takes it from there
+        for index in (keys.state_index(indexed), keys.state_index(indexed, job_name), keys.all_index(),
                       keys.all_index(job_name)):  # fmt: skip
             pipe.zadd(index, {job_id: index_score(at)})
+        if state == SUCCEEDED:
+            pipe.execute_command(
+                *log.succeeded(job_id=job_id, job_name=job_name, duration_ms=50, at_ms=at, queue="default", attempt=1)
+            )
         if n % 2_000 == 1_999:
             pipe.execute()
     for n in range(4):  # live workers (their heartbeats an hour ahead), so the overview reads them too

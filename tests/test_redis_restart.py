@@ -14,6 +14,7 @@ import redis
 from app.keys import Keys
 from app.outcomes.record import FAILED, FINAL_STATES, QUEUED, RETRYING, RUNNING, SUCCEEDED
 from tests.support.receivers import ScriptedReceiver
+from tests.support.redis_state import record_fields, records_fields
 from tests.support.services import Stack, wait_until
 
 pytestmark = pytest.mark.slow
@@ -44,11 +45,8 @@ def receiver() -> Iterator[ScriptedReceiver]:
 
 
 def final_states(client: redis.Redis, ids: list[str]) -> dict[str, str | None]:
-    with client.pipeline(transaction=False) as pipeline:
-        for job_id in ids:
-            pipeline.hget(KEYS.job(job_id), "state")
-        states = pipeline.execute()
-    return {job_id: state.decode() if state else None for job_id, state in zip(ids, states, strict=True)}
+    rows = records_fields(client, KEYS, ids, ("state",))
+    return {job_id: state for job_id, (state,) in zip(ids, rows, strict=True)}
 
 
 def outage_signs(log: str) -> int:
@@ -123,10 +121,10 @@ def test_no_job_lost_when_redis_restarts_while_retries_are_pending(
     assert worker.alive(), "the worker must reconnect on its own, not die"
     assert {job_id for job_id, state in states.items() if state == FAILED} == broken
     for job_id in ids:
-        record = client.hgetall(KEYS.job(job_id))
+        record = record_fields(client, KEYS, job_id)
         statuses = receiver.statuses(job_id)
         if job_id in broken:
-            assert int(record[b"attempts"]) == 1 + MAX_RETRIES, (job_id, record)
+            assert int(record["attempts"]) == 1 + MAX_RETRIES, (job_id, record)
             assert client.exists(KEYS.failed_job_compat(job_id))
         else:
             assert statuses[-1] == 200, (job_id, statuses)

@@ -29,6 +29,7 @@ import redis
 
 from app.keys import Keys
 from tests.support.receivers import ScriptedReceiver
+from tests.support.redis_state import record_fields
 from tests.support.services import ROOT, VENV_BIN, RedisServer, free_port, running_redis, wait_until
 from tests.support.tools import unavailable
 
@@ -236,8 +237,8 @@ def test_ctrl_c_lets_a_job_longer_than_5_seconds_finish(
     assert run.finish(timeout=45) == 0, run.output()
     assert time.monotonic() - interrupted > 5, "the runner stopped before the job could have finished"
     assert slow.statuses(job_id) == [200]
-    with redis_server.client(decode_responses=True) as client:
-        assert client.hget(Keys().job(job_id), "state") == "succeeded"
+    with redis_server.client() as client:
+        assert record_fields(client, Keys(), job_id).get("state") == "succeeded"
     assert "SIGKILL" not in run.output()
     assert "SIGINT received: stopping (running jobs get up to 30 s to finish)" in run.output()
 

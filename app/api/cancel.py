@@ -24,7 +24,8 @@ from app.api.jobs import path_job_id
 from app.broker.messages import CANCEL_STARTED as STARTED
 from app.broker.messages import CANCEL_STOPPED as STOPPED
 from app.errors import JobNotFound
-from app.outcomes.record import DETAIL_FIELDS, RUNNING, now_ms, public
+from app.outcomes import packed
+from app.outcomes.record import DETAIL_FIELDS, RUNNING, SUCCEEDED, now_ms, public
 
 #: How long the API waits for the worker holding the job to answer (it reads every 0.1 s).
 ANSWER_WAIT_S = 2.0
@@ -46,13 +47,16 @@ async def cancel(api: Api, job_id: str, *, force: bool = False) -> tuple[int, di
     or ApiError 409 if it has finished. (The console's cancel button calls this too.)"""
     async with deadline():
         job_name = await api.client.hget(api.keys.job(job_id), "jobName")
-        if job_name is None:
-            raise JobNotFound(job_id)
-        outcome = _text(
-            await api.client.execute_command(
-                *api.store.log.cancel(job_id=job_id, job_name=_text(job_name), at_ms=now_ms())
+        if job_name is not None:
+            outcome = _text(
+                await api.client.execute_command(
+                    *api.store.log.cancel(job_id=job_id, job_name=_text(job_name), at_ms=now_ms())
+                )
             )
-        )
+        elif await api.client.hexists(packed.bucket_key(api.keys, job_id), job_id):
+            outcome = SUCCEEDED  # its record is packed (app/outcomes/packed.py)
+        else:
+            raise JobNotFound(job_id)
     if outcome == "missing":
         raise JobNotFound(job_id)
     if outcome not in ("canceled", RUNNING):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ import dramatiq
 from app.connection.commands import Command, coalesce
 from app.connection.scripts import lua
 from app.errors import InvalidJobData, UnknownJob
+from app.job_ids import new_job_id, new_redis_id
 from app.jobs import JobRegistry
 from app.keys import DEFAULT_PRIORITY, PRIORITY_LEVELS, Keys, canonical_queue, delay_queue, is_delay_queue
 from app.outcomes.log import ENQUEUE_ONCE_SCRIPT, ENQUEUE_SCRIPT, SCHEDULE_RUN_SCRIPT, OutcomeLog
@@ -324,23 +324,6 @@ def job_data(message: dramatiq.Message[Any] | Any) -> Any:
     """The `data` a job was sent with (our actors take `(job_id, data)`)."""
     args = message.args
     return args[1] if len(args) > 1 else {}
-
-
-def new_job_id() -> str:
-    """A random version-4 UUID as 32 hex digits, like uuid.uuid4().hex, for a third of its cost."""
-    return f"{_uuid4_int():032x}"
-
-
-def new_redis_id() -> str:
-    """A random version-4 UUID in its usual form with dashes, as Dramatiq makes them."""
-    digits = f"{_uuid4_int():032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-
-
-def _uuid4_int() -> int:
-    # As uuid.uuid4(): 122 random bits, the version (4) and the RFC 4122 variant set.
-    value = int.from_bytes(os.urandom(16), "big")
-    return value & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
 
 
 def check_delay(delay_ms: object) -> int | None:

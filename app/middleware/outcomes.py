@@ -171,15 +171,20 @@ class OutcomeRecorder(Middleware):
         }
         commands: list[Command]
         if verdict.state == SUCCEEDED:
+            # Its start not written: the succeeded write counts the execution itself (its record
+            # is packed: nothing can be added to it after).
+            uncounted = delivery_key(message) in self._uncounted
+            self._uncounted.discard(delivery_key(message))
             commands = [
                 self.log.succeeded(
                     duration_ms=verdict.duration_ms or 0,
+                    queue=job_queue(message),
                     attempt=verdict.attempt,
-                    started=delivery_key(message) not in self._uncounted,
+                    started=not uncounted,
+                    uncounted=uncounted,
                     result_json=verdict.result_json,
                     **ids,
                 ),
-                *self.log.trimmed(SUCCEEDED),  # after it: the cap holds with this one counted
             ]
         elif verdict.state == RETRYING:
             commands = [

@@ -15,7 +15,9 @@ from typing import Any
 
 from app.connection.commands import Command, block_script
 from app.connection.scripts import flatten, lua, lua_list
+from app.job_ids import job_id_time_ms
 from app.keys import DEAD_LETTER_SUFFIX, DEFAULT_PRIORITY, MESSAGES_SUFFIX, Keys
+from app.outcomes.packed import PACK_VALUES, TOTAL_FIELD, bucket_key, bucket_of
 from app.outcomes.record import (
     CANCELED,
     FAILED,
@@ -41,7 +43,18 @@ _STATE_NAMES = {"RUNNING": RUNNING, "SUCCEEDED": SUCCEEDED, "FAILED": FAILED, "S
 RUNNING_SCRIPT = lua("running", **_STATE_NAMES)
 #: How long a minute's outcome counts are kept (the console charts the last day).
 MINUTE_COUNTS_TTL_SECONDS = 25 * 3600
-SUCCEEDED_SCRIPT = lua("succeeded", MINUTE_COUNTS_TTL=MINUTE_COUNTS_TTL_SECONDS, **_STATE_NAMES)
+#: A succeeded write over the cap removes at most this many buckets (each of up to a second's jobs).
+MAX_BUCKETS_DROPPED = 4
+SUCCEEDED_SCRIPT = lua(
+    "pack_record",
+    "drop_bucket",
+    "succeeded",
+    MINUTE_COUNTS_TTL=MINUTE_COUNTS_TTL_SECONDS,
+    MAX_BUCKETS_DROPPED=MAX_BUCKETS_DROPPED,
+    **PACK_VALUES,
+    **_STATE_NAMES,
+)
+DELETE_PACKED_SCRIPT = lua("delete_packed", TOTAL_FIELD=TOTAL_FIELD)
 DELIVERIES_SCRIPT = lua("deliveries")
 PROGRESS_SCRIPT = lua("progress", **_STATE_NAMES)
 CANCEL_SCRIPT = lua("cancel", QUEUED=QUEUED, RETRYING=RETRYING, **_STATE_NAMES)
@@ -96,7 +109,7 @@ class OutcomeLog:
     def trimmed(self, state: str) -> list[Command]:
         """What keeps the records of a final state within its cap (nothing when it has none)."""
         cap = self.caps.get(state)
-        if not cap:
+        if not cap or state == SUCCEEDED:  # the succeeded script keeps its own cap (packed.py)
             return []
         keys = self.keys
         return [
@@ -191,7 +204,8 @@ class OutcomeLog:
         left = (QUEUED,) if attempt == 1 else (QUEUED, RETRYING)
         indexes = self._indexes(job_name, (RUNNING, *left))
         args = (job_id, job_name, queue, attempt, at_ms, index_score(at_ms), self.retention_seconds, worker)
-        return ("EVAL", RUNNING_SCRIPT, 1 + len(indexes), self.keys.job(job_id), *indexes, *args)
+        bucket = bucket_key(self.keys, job_id)
+        return ("EVAL", RUNNING_SCRIPT, 2 + len(indexes), self.keys.job(job_id), *indexes, bucket, *args)
 
     def cancel(self, *, job_id: str, job_name: str, at_ms: int) -> Command:
         """A job's cancel (cancel.lua): its reply says what happened."""
@@ -199,9 +213,10 @@ class OutcomeLog:
         return (
             "EVAL",
             CANCEL_SCRIPT,
-            1 + len(indexes),
+            2 + len(indexes),
             self.keys.job(job_id),
             *indexes,
+            bucket_key(self.keys, job_id),
             job_id,
             at_ms,
             index_score(at_ms),
@@ -245,7 +260,17 @@ class OutcomeLog:
             ("EXPIRE", record, self.retention_seconds),
             *self._counted("retried", at_ms),
         ]  # fmt: skip
-        return ("EVAL", UNLESS_SUPERSEDED, 1, record, attempt, entry, *flatten(commands))
+        return (
+            "EVAL",
+            UNLESS_SUPERSEDED,
+            2,
+            record,
+            bucket_key(self.keys, job_id),
+            job_id,
+            attempt,
+            entry,
+            *flatten(commands),
+        )
 
     def succeeded(
         self,
@@ -254,23 +279,29 @@ class OutcomeLog:
         job_name: str,
         duration_ms: int,
         at_ms: int,
+        queue: str = "",
         attempt: int | None = None,
         started: bool = False,
+        uncounted: bool = False,
         result_json: str = "",
     ) -> Command:
-        """The attempt succeeded. `attempt` is written too: its `running` may not have been (Redis
-        blinked). `started`: its `running` is known to have been written, so only the running
-        index holds it (nothing else puts a running job in another index: a requeue takes
-        finished jobs only). `result_json`: what the job returned ('' for none), in the same write."""
+        """The attempt succeeded: its record is packed into its bucket (packed.py). `attempt` is
+        written too: its `running` may not have been (Redis blinked). `started`: its `running` is
+        known to have been written, so only the running index holds it (nothing else puts a
+        running job in another index: a requeue takes finished jobs only). `uncounted`: its
+        `running` could not be written, so this write counts the execution. `result_json`: what
+        the job returned ('' for none), in the same write. `queue`: the job's, for a record that
+        is gone (expired, or lost with a Redis that restarted empty)."""
+        keys = self.keys
         left = (RUNNING,) if started else (RUNNING, QUEUED, RETRYING)
-        indexes = self._indexes(job_name, (SUCCEEDED, *left))
-        args = (job_id, duration_ms, at_ms, index_score(at_ms), self.retention_of(SUCCEEDED))
-        optional: tuple[Any, ...] = () if attempt is None else (attempt,)
-        if result_json:
-            optional = ("" if attempt is None else attempt, result_json)
-        counts = self.keys.minute_counts(at_ms // 60_000)
+        indexes = [*self._indexes(job_name, left), keys.all_index(), keys.all_index(job_name)]
+        counts = keys.minute_counts(at_ms // 60_000)
         return (
-            "EVAL", SUCCEEDED_SCRIPT, 2 + len(indexes), self.keys.job(job_id), *indexes, counts, *args, *optional,
+            "EVAL", SUCCEEDED_SCRIPT, 5 + len(indexes), keys.job(job_id), bucket_key(keys, job_id),
+            keys.succeeded_buckets(), keys.succeeded_sizes(), *indexes, counts,
+            job_id, duration_ms, at_ms, self.retention_of(SUCCEEDED), bucket_of(job_id), self.caps.get(SUCCEEDED, 0),
+            job_name, queue, int(started), int(uncounted), "" if attempt is None else attempt,
+            keys.succeeded_bucket_prefix(), job_id_time_ms(job_id) or 0, *((result_json,) if result_json else ()),
         )  # fmt: skip
 
     def progress(self, *, job_id: str, attempt: int, value: float, message: str, at_ms: int) -> Command:
@@ -344,11 +375,20 @@ class OutcomeLog:
         return ("HINCRBY", self.keys.job(job_id), "executions", 1)
 
     def delete(self, job_id: str, job_name: str) -> list[Command]:
-        commands: list[Command] = [("DEL", self.keys.job(job_id), self.keys.failed_job_compat(job_id))]
+        commands: list[Command] = [
+            ("DEL", self.keys.job(job_id), self.keys.failed_job_compat(job_id)),
+            self.packed_deleted(job_id),
+        ]
         for state in (*STATES, "all"):
             commands.append(("ZREM", self.keys.state_index(state), job_id))
             commands.append(("ZREM", self.keys.state_index(state, job_name), job_id))
         return commands
+
+    def packed_deleted(self, job_id: str) -> Command:
+        """A succeeded job's packed record removed (and no longer counted); nothing if it has none."""
+        keys = self.keys
+        return ("EVAL", DELETE_PACKED_SCRIPT, 2, bucket_key(keys, job_id), keys.succeeded_sizes(), job_id,
+                bucket_of(job_id))  # fmt: skip
 
     def _counted(self, outcome: str, at_ms: int) -> list[Command]:
         """One more `outcome` in the counts of the minute of `at_ms` (the console's charts)."""

@@ -113,9 +113,9 @@ def index_score(timestamp_ms: int, sequence: int = 0) -> int:
     return timestamp_ms * 1000 + sequence % 1000
 
 
-def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
+def decode_record(raw: dict[Any, Any], *, parsed_json: bool = False) -> dict[str, Any]:
     """A record as read from Redis, as the API shows it: numbers as numbers, data as JSON,
-    missing fields as null."""
+    missing fields as null. `parsed_json`: its JSON fields are values already (a packed record)."""
     record = {_text(k): _text(v) for k, v in raw.items()}
     out: dict[str, Any] = {}
     for name, kind in FIELDS.items():
@@ -125,7 +125,7 @@ def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
         elif kind == "number":
             out[name] = float(value) if value not in (None, "") else None
         elif kind == "any":
-            out[name] = _json(value)
+            out[name] = value if parsed_json else _json(value)
         else:
             out[name] = value if value is not None else DEFAULT_WHEN_ABSENT.get(name)
     return out

@@ -13,8 +13,9 @@ from redis.exceptions import WatchError
 from app.connection.commands import Command, run_commands
 from app.errors import InvalidJobData, JobNotFound, JobStateConflict, UnknownJob
 from app.keys import Keys
+from app.outcomes import packed
 from app.outcomes.log import OutcomeLog
-from app.outcomes.record import CANCELED, FAILED, FINAL_STATES, decode_record, index_score, now_ms, public
+from app.outcomes.record import CANCELED, FAILED, FINAL_STATES, SUCCEEDED, decode_record, index_score, now_ms, public
 
 #: Index entries read at once while passing over entries an earlier page showed.
 MAX_CHUNK = 1_000
@@ -42,23 +43,47 @@ class JobStore:
     async def get(self, job_id: str, fields: Sequence[str] | None = None) -> dict[str, Any]:
         """A job's record, decoded; only `fields` of it are read when given (its data can be large)."""
         key = self.keys.job(job_id)
+        async with self.client.pipeline(transaction=False) as pipeline:
+            if fields is None:
+                pipeline.hgetall(key)
+            else:
+                pipeline.hmget(key, fields)
+            pipeline.hget(packed.bucket_key(self.keys, job_id), job_id)  # if it succeeded
+            found, packed_record = await pipeline.execute()
         if fields is None:
-            raw = await self.client.hgetall(key)
+            raw = found
         else:
-            values = await self.client.hmget(key, fields)
-            raw = {name: value for name, value in zip(fields, values, strict=True) if value is not None}
-        if not raw:
+            raw = {name: value for name, value in zip(fields, found, strict=True) if value is not None}
+        record = packed.packed_or_hash(raw, packed_record, job_id)
+        if record is None:
             raise JobNotFound(job_id)
-        return decode_record(raw)
+        return record
 
     async def list(
         self, *, state: str | None, job_name: str | None, limit: int, cursor: tuple[int, str] | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first. The cursor is `<score>-<jobId>` of the last index entry of the previous page;
-        the next page starts right after it, also among entries with the same score (the jobs of one
-        batch, or jobs finished in the same millisecond), which come in descending jobId order."""
+        """Newest first. The cursor is `<score>-<jobId>` of the last entry of the previous page; the
+        next page starts right after it, also among entries with the same score (the jobs of one
+        batch, or jobs finished in the same millisecond), which come in descending jobId order.
+        Succeeded jobs (all, or of no state given) come from their packed records, placed by their
+        ids' time, merged with the index's entries."""
         index = self.keys.state_index(state or "all", job_name)
-        records: builtins.list[dict[str, Any]] = []
+        streams = [await self._index_page(index, limit, cursor)]
+        if state in (None, SUCCEEDED):
+            found = await packed.page(
+                self.client, self.keys, below=cursor, limit=limit,
+                keep=lambda record: job_name in (None, record["jobName"]),
+            )  # fmt: skip
+            streams.append(([(e.place, public(e.record)) for e in found.entries], found.last if found.more else None))
+        records, next_place = packed.merge(streams, limit)
+        return records, _format_cursor(next_place)
+
+    async def _index_page(
+        self, index: str, limit: int, cursor: tuple[int, str] | None
+    ) -> tuple[builtins.list[tuple[tuple[int, str], dict[str, Any]]], tuple[int, str] | None]:
+        """Up to `limit` records of an index's entries after the cursor, each with its place, and
+        the place of the last entry examined if there may be more (None at the index's end)."""
+        found: builtins.list[tuple[tuple[int, str], dict[str, Any]]] = []
         chunk = limit + 1
         top: int | str = "+inf" if cursor is None else cursor[0]
         skip = 0  # entries scored `top` already walked in this call, at the top of the range
@@ -70,13 +95,13 @@ class JobStore:
             fresh = [e for e in entries if cursor is None or e[0] < cursor[0] or e[1] < cursor[1]]
             raws = await self._raw_records([job_id for _, job_id in fresh])
             for entry, raw in zip(fresh, raws, strict=True):
-                if len(records) == limit:
-                    return records, _format_cursor(last)
+                if len(found) == limit:
+                    return found, last
                 last = entry
-                if raw:  # an entry whose record has expired is passed over
-                    records.append(public(decode_record(raw)))
+                if raw:  # an entry whose record has expired (or was packed meanwhile) is passed over
+                    found.append((entry, public(decode_record(raw))))
             if len(entries) < chunk:
-                return records, None
+                return found, None
             lowest = entries[-1][0]
             same = sum(1 for score, _ in entries if score == lowest)
             skip = skip + same if lowest == top else same
@@ -115,18 +140,27 @@ class JobStore:
                 await pipeline.watch(key)
                 raw = await pipeline.hgetall(key)
                 if not raw:
-                    raise JobNotFound(job_id)
+                    await pipeline.reset()
+                    await self._change_packed(job_id, states, verb)
+                    return
                 record = decode_record(raw)
                 if record["state"] not in states:
-                    raise JobStateConflict(
-                        f"job {job_id} is {record['state']}, not {' or '.join(states)}: "
-                        f"only {', '.join(states)} jobs can be {verb}"
-                    )
+                    raise JobStateConflict(_conflict(job_id, record["state"], states, verb))
                 pipeline.multi()
                 run_commands(pipeline, commands_for(record))
                 await pipeline.execute()
             except WatchError:
                 raise JobStateConflict(f"job {job_id} changed while it was being {verb}; try again") from None
+
+    async def _change_packed(self, job_id: str, states: tuple[str, ...], verb: str) -> None:
+        """`_change` of a job without a hash: one that succeeded, whose record is packed. Deleting it
+        is the one change it takes; JobNotFound if it has no packed record either."""
+        record = await packed.get(self.client, self.keys, job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        if record["state"] not in states or verb != "deleted":
+            raise JobStateConflict(_conflict(job_id, record["state"], states, verb))
+        await self.client.execute_command(*self.log.packed_deleted(job_id))
 
     async def requeue_many(self, *, job_name: str | None, batch_size: int, max_jobs: int) -> int:
         """Requeue failed jobs, oldest failures first, in bounded batches; returns how many."""
@@ -186,6 +220,10 @@ class JobStore:
     async def delete_many(self, *, job_name: str | None, batch_size: int, max_jobs: int) -> int:
         """Delete failed jobs, oldest failures first, in bounded batches; returns how many."""
         return await self._each_failed(self.delete, job_name=job_name, batch_size=batch_size, max_jobs=max_jobs)
+
+
+def _conflict(job_id: str, state: str, states: tuple[str, ...], verb: str) -> str:
+    return f"job {job_id} is {state}, not {' or '.join(states)}: only {', '.join(states)} jobs can be {verb}"
 
 
 def _format_cursor(entry: tuple[int, str] | None) -> str | None:

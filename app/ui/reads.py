@@ -16,7 +16,8 @@ from app.api.queue_state import QueueReader, QueueState
 from app.connection.commands import run_commands
 from app.connection.scripts import lua
 from app.keys import delay_queue
-from app.outcomes.record import FAILED, PUBLIC_FIELDS, RETRYING, decode_record, now_ms, public
+from app.outcomes import packed
+from app.outcomes.record import FAILED, PUBLIC_FIELDS, RETRYING, SUCCEEDED, decode_record, now_ms, public
 
 #: A page of jobs.
 PAGE = 50
@@ -206,19 +207,24 @@ def error_matches(error_text: str | None, error: str | None) -> bool:
 @dataclass(frozen=True)
 class Scan:
     """One call of console_scan.lua: how many entries it examined, why it stopped, how many matched,
-    the last entry examined, and the ids of the matches (when collected)."""
+    the last entry examined, and the places (score, id) of the matches (when collected)."""
 
     examined: int
     stop: int
     found: int
     last: tuple[int, str] | None
-    ids: list[str]
+    places: list[tuple[int, str]]
+
+    @property
+    def ids(self) -> list[str]:
+        return [job_id for _, job_id in self.places]
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> Scan:
-        examined, stop, found, score, member, *ids = reply
+        examined, stop, found, score, member, *matches = reply
         last = (_score(_text(score)), _text(member)) if _text(score) else None
-        return cls(int(examined), int(stop), int(found), last, [_text(i) for i in ids])
+        places = [(_score(_text(s)), _text(m)) for s, m in zip(matches[::2], matches[1::2], strict=True)]
+        return cls(int(examined), int(stop), int(found), last, places)
 
 
 def _score(text: str) -> int:
@@ -239,13 +245,17 @@ def _scan_args(
 async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
     """Newest first, from the cursor (`<score>-<jobId>` of the last entry shown), in two round
     trips: the range's size and one call of console_scan.lua (which reads of each entry only its
-    queue and error, and examines at most SCAN_LIMIT of them), then the matches' records."""
+    queue and error, and examines at most SCAN_LIMIT of them), then the matches' records. Succeeded
+    jobs (listed alone, or among all) come from their packed records, merged in (packed.py)."""
     index = api.keys.state_index(f.state or "all", f.job_name)
     top, low = _bounds(f)
+    with_packed = f.state in (None, SUCCEEDED)
     async with deadline():
         async with api.client.pipeline(transaction=False) as pipeline:
             pipeline.zcount(index, low, top)
             pipeline.eval(*_scan_args(api, index, f, top, low, f.cursor, want=limit, budget=SCAN_LIMIT))
+            if with_packed:
+                pipeline.hget(api.keys.succeeded_sizes(), packed.TOTAL_FIELD)
             replies: list[Any] = await pipeline.execute()
         total, scan = int(replies[0]), Scan.parse(replies[1])
         values: list[Any] = []
@@ -254,17 +264,42 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
                 for job_id in scan.ids:
                     pipeline.hmget(api.keys.job(job_id), *LIST_FIELDS)
                 values = await pipeline.execute()
+        found = None
+        if with_packed:
+            found = await packed.page(
+                api.client, api.keys, below=f.cursor, limit=limit, keep=lambda record: _packed_matches(f, record),
+                budget=SCAN_LIMIT, since_ms=f.since_ms, until_ms=f.until_ms,
+            )  # fmt: skip
+            total += int(replies[2] or 0) if f.since_ms is None and f.until_ms is None else found.examined
     exact = scan_needle(f.error_text)[1]
-    jobs = []
-    for row in values:
+    listed = []
+    for place, row in zip(scan.places, values, strict=True):
         raw = {name: value for name, value in zip(LIST_FIELDS, row, strict=True) if value is not None}
-        if raw:  # else its record expired since the scan
+        if raw:  # else its record expired since the scan (or it succeeded, and is among the packed)
             record = decode_record(raw)
             if not exact and not error_matches(f.error_text, record.get("error")):
                 continue
-            jobs.append({**public(record), "errorLine": _first_line(record.get("error"))})
-    next_cursor = _cursor(scan.last) if scan.stop else None
-    return JobPage(jobs, next_cursor, total, scan.examined, scan.stop == SCAN_BUDGET_SPENT)
+            listed.append((place, _listed(record)))
+    streams = [(listed, scan.last if scan.stop else None)]
+    if found is not None:
+        streams.append(([(e.place, _listed(e.record)) for e in found.entries], found.last if found.more else None))
+    jobs, next_place = packed.merge(streams, limit)
+    examined = scan.examined + (found.examined if found else 0)
+    capped = scan.stop == SCAN_BUDGET_SPENT or (found is not None and found.more and len(found.entries) < limit)
+    return JobPage(jobs, _cursor(next_place), total, examined, capped)
+
+
+def _listed(record: dict[str, Any]) -> dict[str, Any]:
+    return {**public(record), "errorLine": _first_line(record.get("error"))}
+
+
+def _packed_matches(f: JobFilter, record: dict[str, Any]) -> bool:
+    """What console_scan.lua and the indexes check of an entry, checked on a packed record."""
+    return (
+        f.job_name in (None, record["jobName"])
+        and f.queue in (None, "", record["queue"])
+        and error_matches(f.error_text, record.get("error"))
+    )
 
 
 def _cursor(entry: tuple[int, str] | None) -> str | None:

@@ -15,6 +15,7 @@ import redis
 
 from app.keys import Keys, delay_queue
 from app.outcomes.record import FINAL_STATES
+from tests.support.redis_state import records_fields
 
 QUEUES = ("default",)
 
@@ -66,15 +67,11 @@ def read(client: redis.Redis, keys: Keys, job_ids: Iterable[str]) -> Ledger:
     """The ledger as Redis shows it now."""
     ids = list(dict.fromkeys(job_ids))
     ledger = Ledger(accepted=len(ids))
-    with client.pipeline(transaction=False) as pipeline:
-        for job_id in ids:
-            pipeline.hmget(keys.job(job_id), "state", "executions", "attempts")
-        rows = pipeline.execute()
+    rows = records_fields(client, keys, ids, ("state", "executions", "attempts"))
     for job_id, (state, executions, attempts) in zip(ids, rows, strict=True):
         if state is None:
             ledger.missing.append(job_id)
             continue
-        state = state.decode()
         runs = int(executions or 0)
         ledger.executions += runs
         if runs > int(attempts or 0):

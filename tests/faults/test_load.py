@@ -24,6 +24,7 @@ from aiosmtpd.controller import Controller
 
 from tests.faults import ledger
 from tests.faults.conftest import KEYS
+from tests.support.redis_state import records_fields, succeeded_count
 from tests.support.services import ROOT, RedisServer, Stack, free_port, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -120,7 +121,7 @@ def test_load_with_a_worker_killed_and_redis_restarted(
 
     def succeeded() -> int:
         try:
-            return int(redis_client.zcard(KEYS.state_index("succeeded")))
+            return succeeded_count(redis_client, KEYS)
         except redis.ConnectionError:
             return 0
 
@@ -158,7 +159,5 @@ def test_load_with_a_worker_killed_and_redis_restarted(
 
 
 def _executions(client: redis.Redis, ids: list[str]) -> dict[str, int]:
-    with client.pipeline(transaction=False) as pipeline:
-        for job_id in ids:
-            pipeline.hget(KEYS.job(job_id), "executions")
-        return {job_id: int(n or 0) for job_id, n in zip(ids, pipeline.execute(), strict=True)}
+    rows = records_fields(client, KEYS, ids, ("executions",))
+    return {job_id: int(n or 0) for job_id, (n,) in zip(ids, rows, strict=True)}

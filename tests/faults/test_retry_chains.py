@@ -13,6 +13,7 @@ import redis
 from tests.faults import ledger
 from tests.faults.conftest import KEYS
 from tests.faults.receiver import Receiver
+from tests.support.redis_state import records_fields
 from tests.support.services import Stack, wait_until
 
 pytestmark = pytest.mark.fault
@@ -45,10 +46,7 @@ def test_killed_workers_never_replay_a_retry_chain(stack: Stack, receiver: Recei
     dead_letters = redis_client.zcard(KEYS.dead_letters("default"))
     assert dead_letters == JOBS, f"{dead_letters} dead letters for {JOBS} failed jobs: one was dead-lettered twice"
     too_many = {}
-    with redis_client.pipeline(transaction=False) as pipeline:
-        for job_id in accepted:
-            pipeline.hmget(KEYS.job(job_id), "attempts", "redeliveries")
-        records = pipeline.execute()
+    records = records_fields(redis_client, KEYS, accepted, ("attempts", "redeliveries"))
     for job_id, (attempts, redeliveries) in zip(accepted, records, strict=True):
         runs = receiver.count(job_id)
         assert int(attempts) == MAX_RETRIES + 1

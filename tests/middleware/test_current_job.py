@@ -24,8 +24,9 @@ from app.middleware.current_job import (
 )
 from app.middleware.outcomes import OutcomeRecorder
 from app.middleware.retries import DurableRetries
+from app.outcomes import packed
 from app.outcomes.log import PROGRESS_SCRIPT, OutcomeLog
-from app.outcomes.record import decode_record
+from tests.support.redis_state import read_record, record_fields
 from tests.support.services import wait_until
 
 KEYS = Keys()
@@ -87,7 +88,8 @@ class Harness:
         assert self.writes.flush(10), "the deferred writes to land"
 
     def record(self, job_id: str) -> dict[str, Any]:
-        return decode_record(self.client.hgetall(KEYS.job(job_id)))
+        """The job's record, hash or packed (once it succeeded: app/outcomes/packed.py)."""
+        return read_record(self.client, KEYS, job_id)
 
 
 @pytest.fixture
@@ -167,8 +169,8 @@ def test_a_job_that_reports_nothing_and_returns_nothing_writes_neither(harness: 
     actor = harness.actor("quietJob", lambda: None)
     harness.send(actor, "job-quiet")
     harness.join(actor)
-    fields = harness.client.hkeys(KEYS.job("job-quiet"))
-    assert b"state" in fields and not {b"progress", b"progressMessage", b"progressAt", b"result"} & set(fields)
+    fields = record_fields(harness.client, KEYS, "job-quiet")
+    assert fields["state"] == "succeeded" and not {"progress", "progressMessage", "progressAt", "result"} & set(fields)
     assert harness.writes.progress_writes == 0
 
 
@@ -178,7 +180,10 @@ def test_the_result_is_written_with_succeeded(harness: Harness) -> None:
     harness.join(actor)
     record = harness.record("job-result")
     assert record["state"] == "succeeded" and record["result"] == {"rows": 3, "name": "réport"}
-    assert harness.client.hget(KEYS.job("job-result"), "result") == '{"rows":3,"name":"réport"}'.encode()
+    # Packed as the JSON it was written as (compact, not escaped), the hash gone.
+    stored = harness.client.hget(packed.bucket_key(KEYS, "job-result"), "job-result")
+    assert stored is not None and '{"rows":3,"name":"réport"}'.encode() in stored
+    assert not harness.client.exists(KEYS.job("job-result"))
 
 
 def test_a_result_that_is_not_json_is_left_out_by_the_recorder(harness: Harness) -> None:

@@ -23,9 +23,10 @@ from app.errors import PermanentJobError
 from app.keys import Keys
 from app.middleware.outcomes import OutcomeRecorder, worker_name
 from app.middleware.retries import DurableRetries
+from app.outcomes import packed
 from app.outcomes.log import OutcomeLog
-from app.outcomes.record import decode_record, now_ms
-from tests.support.redis_state import run_multi
+from app.outcomes.record import SUCCEEDED, now_ms
+from tests.support.redis_state import read_record, run_multi
 from tests.support.services import wait_until
 
 KEYS = Keys()
@@ -135,7 +136,8 @@ class Harness:
         self.worker.join()
 
     def record(self, job_id: str) -> dict[str, Any]:
-        return decode_record(self.reader.hgetall(KEYS.job(job_id)))
+        """The job's record, hash or packed (once it succeeded: app/outcomes/packed.py)."""
+        return read_record(self.reader, KEYS, job_id)
 
     def transitions(self) -> list[list[Command]]:
         """The commands Redis ran for each write, once the deferred ones have landed; each write
@@ -165,19 +167,42 @@ def harness() -> Iterator[Harness]:
 
 def assert_transitions(harness: Harness, expected: list[str]) -> None:
     """One atomic write per transition, in this order; each enters its state's indexes (global
-    and per job type) and refreshes the record's expiry."""
+    and per job type) and refreshes the record's expiry, but a success, which packs the record
+    into its bucket, refreshes the bucket's expiry and deletes the record's hash."""
     units = harness.transitions()
     assert [entered_state(commands) for commands in units] == expected, units
     for commands in units:
-        assert [c[0] for c in commands].count("ZADD") == 2 and any(c[0] == "EXPIRE" for c in commands), commands
+        names = [c[0] for c in commands]
+        if entered_state(commands) == SUCCEEDED:
+            (bucket,) = {str(c[1]) for c in commands if c[0] == "HSET"}
+            assert ("EXPIRE", bucket) in [c[:2] for c in commands] and "DEL" in names, commands
+        else:
+            assert sum(1 for c in commands if c[0] == "ZADD" and _indexed(c)) == 2, commands
+            assert "EXPIRE" in names, commands
+
+
+def _indexed(command: tuple[Any, ...]) -> bool:
+    return str(command[1]).startswith(KEYS.state_index(""))
 
 
 def entered_state(commands: list[tuple[Any, ...]]) -> str:
-    """The state a write moved the job to: the state index its ZADDs name."""
+    """The state a write moved the job to: the state index its ZADDs name, or `succeeded` for a
+    write that packs the record into a bucket (and enters no index)."""
     prefix = KEYS.state_index("")
-    states = {str(c[1])[len(prefix) :].split(":")[0] for c in commands if c[0] == "ZADD"}
+    states = {str(c[1])[len(prefix) :].split(":")[0] for c in commands if c[0] == "ZADD" and _indexed(c)}
+    if any(c[0] == "HSET" and str(c[1]).startswith(KEYS.succeeded_bucket_prefix()) for c in commands):
+        assert not states, commands
+        return SUCCEEDED
     assert len(states) == 1, commands
     return states.pop()
+
+
+def is_packed(harness: Harness, job_id: str) -> bool:
+    """Its record packed into its bucket, with no hash and no index entry left."""
+    reader = harness.reader
+    indexes = [key for key in reader.keys(f"{KEYS.state_index('')}*") if reader.zscore(key, job_id) is not None]
+    packed_record = reader.hexists(packed.bucket_key(KEYS, job_id), job_id)
+    return bool(packed_record) and not reader.exists(KEYS.job(job_id)) and not indexes
 
 
 def test_success_is_two_round_trips(harness: Harness) -> None:
@@ -188,8 +213,7 @@ def test_success_is_two_round_trips(harness: Harness) -> None:
     record = harness.record("job-ok")
     assert record["attempts"] == 1 and record["executions"] == 1 and record["durationMs"] is not None
     assert record["history"] is None and record["worker"] == worker_name()  # host:pid of this process
-    assert harness.reader.zscore(KEYS.state_index("succeeded", "okJob"), "job-ok") is not None
-    assert harness.reader.zcard(KEYS.state_index("running")) == 0
+    assert is_packed(harness, "job-ok")
     assert harness.write_errors == 0
 
 
@@ -270,8 +294,7 @@ def test_redis_down_for_the_log_never_fails_the_job(harness: Harness) -> None:
     record = harness.record("job-flaky")
     assert record["state"] == "succeeded" and record["attempts"] == 2 and record["executions"] == 2
     assert record["error"] == "RuntimeError: attempt 1 failed" and record["nextRetryAt"] is None
-    assert harness.reader.zscore(KEYS.state_index("succeeded", "flakyJob"), "job-flaky") is not None
-    assert harness.reader.zcard(KEYS.state_index("retrying")) == 0
+    assert is_packed(harness, "job-ok") and is_packed(harness, "job-flaky")
     assert harness.write_errors == 3 and harness.recorder.write_errors == 3
 
 
@@ -302,10 +325,12 @@ def test_a_late_retrying_does_not_roll_back_a_finished_job() -> None:
         LOG.succeeded(duration_ms=5, at_ms=2_005, **IDS),
         late_retrying(1, 1_003),
     )
-    record = decode_record(client.hgetall(KEYS.job("j1")))
+    record = read_record(client, KEYS, "j1")
     assert record["state"] == "succeeded" and record["attempts"] == 2 and record["nextRetryAt"] is None
+    assert record["error"] is None and record["history"] is None  # the late attempt left nothing
     assert client.zscore(KEYS.state_index("retrying"), "j1") is None
-    assert client.zscore(KEYS.state_index("succeeded", "flakyJob"), "j1") is not None
+    # Still packed: no hash made again beside it.
+    assert client.hexists(packed.bucket_key(KEYS, "j1"), "j1") and not client.exists(KEYS.job("j1"))
 
 
 def test_a_late_retrying_does_not_roll_back_a_later_attempt() -> None:
@@ -316,13 +341,13 @@ def test_a_late_retrying_does_not_roll_back_a_later_attempt() -> None:
         LOG.running(queue="default", attempt=2, at_ms=2_000, **IDS),
         late_retrying(1, 1_003),
     )
-    record = decode_record(client.hgetall(KEYS.job("j1")))
+    record = read_record(client, KEYS, "j1")
     assert record["state"] == "running" and record["attempts"] == 2
     assert client.zscore(KEYS.state_index("running"), "j1") is not None
     assert client.zscore(KEYS.state_index("retrying"), "j1") is None
     # The retrying of the running attempt itself is written as usual.
     run(client, late_retrying(2, 2_010))
-    record = decode_record(client.hgetall(KEYS.job("j1")))
+    record = read_record(client, KEYS, "j1")
     assert record["state"] == "retrying" and record["attempts"] == 2 and record["nextRetryAt"] == 2_110
     assert record["error"] == "E" and client.hget(KEYS.job("j1"), "traceback") == b"T"
     assert client.zscore(KEYS.state_index("running"), "j1") is None
@@ -336,12 +361,12 @@ def test_success_records_its_attempt_even_if_its_running_was_never_written() -> 
         client,
         LOG.running(queue="default", attempt=1, at_ms=1_000, **IDS),
         late_retrying(1, 1_003),
-        # running of attempt 2 lost in a Redis blink
-        LOG.succeeded(duration_ms=5, at_ms=2_005, attempt=2, **IDS),
+        # running of attempt 2 lost in a Redis blink: the success counts its execution
+        LOG.succeeded(duration_ms=5, at_ms=2_005, attempt=2, uncounted=True, **IDS),
     )
-    record = decode_record(client.hgetall(KEYS.job("j1")))
-    assert record["state"] == "succeeded" and record["attempts"] == 2
-    assert client.zscore(KEYS.state_index("retrying"), "j1") is None
+    record = read_record(client, KEYS, "j1")
+    assert record["state"] == "succeeded" and record["attempts"] == 2 and record["executions"] == 2
+    assert client.zscore(KEYS.state_index("retrying"), "j1") is None and not client.exists(KEYS.job("j1"))
 
 
 def test_the_recorder_runs_its_after_hooks_after_the_retries_middleware() -> None:

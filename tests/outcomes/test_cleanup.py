@@ -1,6 +1,7 @@
 """Retention cleanup: only what is older than the retention goes, in bounded batches; runs are
-recorded and catch up; records expire on their own; the daily schedule is listed, a late tick runs,
-and runs on demand (API and `python -m app.outcomes.cleanup`)."""
+recorded and catch up; records expire on their own (a succeeded job's with its bucket, which
+cleanup then takes off the bucket list: app/outcomes/packed.py); the daily schedule is listed, a
+late tick runs, and runs on demand (API and `python -m app.outcomes.cleanup`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import dramatiq
@@ -18,9 +19,10 @@ import redis
 
 from app.broker.enqueue import Enqueuer
 from app.connection.commands import Command
+from app.job_ids import new_job_id
 from app.jobs import JobRegistry
 from app.keys import Keys
-from app.outcomes import cleanup
+from app.outcomes import cleanup, packed
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import STATES, now_ms
 from app.settings import Settings
@@ -116,14 +118,32 @@ def seed(client: redis.Redis, jobs: dict[str, tuple[int, str]]) -> None:
 
 
 def present(client: redis.Redis, job_id: str) -> dict[str, bool]:
-    """Where a job still appears: its record, failedJobs entry, any index, its dead letter."""
+    """Where a job still appears: its record (a hash), its packed record (once it succeeded),
+    failedJobs entry, any index, its dead letter."""
     indexes = [KEYS.state_index(state, name) for state in (*STATES, "all") for name in (None, *NAMES)]
     return {
         "record": bool(client.exists(KEYS.job(job_id))),
+        "packed": bool(client.hexists(packed.bucket_key(KEYS, job_id), job_id)),
         "failedJobs": bool(client.exists(KEYS.failed_job_compat(job_id))),
         "index": any(client.zscore(index, job_id) is not None for index in indexes),
         "deadLetter": client.zscore(KEYS.dead_letters("default"), f"dl-{job_id}") is not None,
     }
+
+
+def finished_jobs(now: int, days: int, count: int) -> dict[str, tuple[int, str]]:
+    """`count` jobs finished `days` ago (a millisecond apart), every third succeeded, the others
+    failed; their ids made when they were enqueued (a succeeded one's bucket is that second)."""
+    at = [now - days * DAY_MS - n for n in range(count)]
+    return {new_job_id(at_ms=at[n] - 20): (at[n], "failed" if n % 3 else "succeeded") for n in range(count)}
+
+
+def expire_buckets(client: redis.Redis, job_ids: Iterable[str]) -> None:
+    """The buckets of these succeeded jobs expire, as they would have retention after their write
+    (the test wrote them just now, for jobs that finished days ago)."""
+    buckets = {packed.bucket_key(KEYS, job_id) for job_id in job_ids}
+    for bucket in buckets:
+        client.pexpire(bucket, 1)
+    wait_until(lambda: not client.exists(*buckets), timeout=5, message="the buckets to expire")
 
 
 def run(client: Any, *, at_ms: int, batch_size: int = 500, retention_s: int = RETENTION_S) -> cleanup.CleanupReport:
@@ -140,9 +160,10 @@ def run(client: Any, *, at_ms: int, batch_size: int = 500, retention_s: int = RE
 
 def test_removes_only_what_is_older_than_the_retention_in_bounded_batches(redis_client: redis.Redis) -> None:
     now = now_ms()
-    old = {f"old-{n}": (now - 8 * DAY_MS - n, "failed" if n % 3 else "succeeded") for n in range(40)}
-    new = {f"new-{n}": (now - 6 * DAY_MS - n, "failed" if n % 3 else "succeeded") for n in range(10)}
+    old, new = finished_jobs(now, 8, 40), finished_jobs(now, 6, 10)
     seed(redis_client, {**old, **new})
+    old_succeeded = [job_id for job_id, (_, state) in old.items() if state == "succeeded"]
+    expire_buckets(redis_client, old_succeeded)
     counting = CountingClient(redis_client)
 
     report = run(counting, at_ms=now, batch_size=7)
@@ -151,26 +172,34 @@ def test_removes_only_what_is_older_than_the_retention_in_bounded_batches(redis_
         assert not any(present(redis_client, job_id).values()), job_id
     for job_id, (_, state) in new.items():
         assert present(redis_client, job_id) == {
-            "record": True,
+            "record": state == "failed",
+            "packed": state == "succeeded",  # packed, in no index
             "failedJobs": state == "failed",
-            "index": True,
+            "index": state == "failed",
             "deadLetter": state == "failed",
         }, job_id
-    old_failed = sum(1 for _, state in old.values() if state == "failed")
-    assert report.records == 40 and report.dead_letters == old_failed
+    old_failed = len(old) - len(old_succeeded)
+    assert old_failed == 26 and report.records == old_failed and report.dead_letters == old_failed
     # Index entries: the state index and "all", each global and per job type.
-    assert report.index_entries == 40 * 4
+    assert report.index_entries == old_failed * 4
+    # The expired buckets of the old successes: off the bucket list, out of the count.
+    assert report.expired_succeeded == len(old_succeeded)
+    new_succeeded = len(new) - sum(1 for _, state in new.values() if state == "failed")
+    assert int(redis_client.hget(KEYS.succeeded_sizes(), packed.TOTAL_FIELD) or 0) == new_succeeded
+    listed = {int(b) for b in redis_client.zrange(KEYS.succeeded_buckets(), 0, -1)}
+    assert listed == {packed.bucket_of(job_id) for job_id, (_, state) in new.items() if state == "succeeded"}
     # Bounded: never more than a batch read at once, nor more than a batch's deletes in a pipeline.
     assert counting.reads and max(counting.reads) <= 7
     assert counting.pipelines and max(counting.pipelines) <= 1 + 7
     status = redis_client.hgetall(KEYS.cleanup_status())
     assert int(status[b"lastRunAt"]) == now and int(status[b"retentionSeconds"]) == RETENTION_S
-    assert int(status[b"removedRecords"]) == 40 and int(status[b"removedDeadLetters"]) == old_failed
-    assert int(status[b"removedIndexEntries"]) == 160 and int(status[b"durationMs"]) >= 0
+    assert int(status[b"removedRecords"]) == old_failed and int(status[b"removedDeadLetters"]) == old_failed
+    assert int(status[b"removedIndexEntries"]) == old_failed * 4 and int(status[b"durationMs"]) >= 0
+    assert int(status[b"expiredSucceeded"]) == len(old_succeeded)
 
     # Nothing more to do: a second run removes nothing and records that too.
     again = run(redis_client, at_ms=now + 1)
-    assert (again.records, again.index_entries, again.dead_letters) == (0, 0, 0)
+    assert (again.records, again.index_entries, again.dead_letters, again.expired_succeeded) == (0, 0, 0, 0)
     assert int(redis_client.hget(KEYS.cleanup_status(), "lastRunAt") or 0) == now + 1
 
 
@@ -199,16 +228,22 @@ def test_records_and_failed_jobs_expire_by_ttl_even_without_cleanup(stack: Stack
         ok = api.enqueue("emailJob", {"email": "ttl@example.com"})
         bad = api.enqueue("webhookJob", {"url": receiver.url, "payload": {}})
         wait_until(lambda: api.state(ok) == "succeeded" and api.state(bad) == "failed", message="final states")
-        for key in (KEYS.job(ok), KEYS.job(bad), KEYS.failed_job_compat(bad)):
+        # The success is packed into its bucket, which expires like a record does.
+        bucket = packed.bucket_key(KEYS, ok)
+        assert not redis_client.exists(KEYS.job(ok)) and redis_client.hexists(bucket, ok)
+        for key in (bucket, KEYS.job(bad), KEYS.failed_job_compat(bad)):
             assert 0 < redis_client.ttl(key) <= 2, key
         wait_until(
-            lambda: not redis_client.exists(KEYS.job(ok), KEYS.job(bad), KEYS.failed_job_compat(bad)),
+            lambda: not redis_client.exists(bucket, KEYS.job(bad), KEYS.failed_job_compat(bad)),
             timeout=10,
             message="the records to expire",
         )
         assert api.http.get(f"/jobs/{ok}").status_code == 404
-        # Index entries outlive their records until cleanup; listings pass over them.
-        assert redis_client.zscore(KEYS.all_index(), ok) is not None
+        # Index entries outlive their records until cleanup, and so does an expired bucket's place
+        # on the bucket list; listings pass over them. (A success left every index.)
+        assert redis_client.zscore(KEYS.all_index(), bad) is not None
+        assert redis_client.zscore(KEYS.all_index(), ok) is None
+        assert redis_client.zscore(KEYS.succeeded_buckets(), packed.bucket_of(ok)) is not None
         assert api.http.get("/jobs").json() == {"jobs": [], "nextCursor": None}
     finally:
         receiver.close()
@@ -241,7 +276,16 @@ def test_cleanup_job_on_demand_and_a_late_periodic_tick_both_run(stack: Stack, r
 @pytest.mark.slow
 def test_cleanup_runs_once_from_the_command_line(stack: Stack, redis_client: redis.Redis) -> None:
     now = now_ms()
-    seed(redis_client, {"ancient-2": (now - 30 * DAY_MS, "succeeded"), "recent-2": (now - DAY_MS, "succeeded")})
+    ancient_ok, recent_ok = new_job_id(at_ms=now - 30 * DAY_MS), new_job_id(at_ms=now - DAY_MS)
+    seed(
+        redis_client,
+        {
+            "ancient-2": (now - 30 * DAY_MS, "failed"),
+            ancient_ok: (now - 30 * DAY_MS, "succeeded"),
+            recent_ok: (now - DAY_MS, "succeeded"),
+        },
+    )
+    expire_buckets(redis_client, [ancient_ok])
     result = subprocess.run(
         [sys.executable, "-m", "app.outcomes.cleanup"],
         env=stack.env,
@@ -252,8 +296,10 @@ def test_cleanup_runs_once_from_the_command_line(stack: Stack, redis_client: red
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["records"] == 1 and report["index_entries"] == 4
-    assert not present(redis_client, "ancient-2")["record"] and present(redis_client, "recent-2")["record"]
+    assert report["records"] == 1 and report["index_entries"] == 4 and report["dead_letters"] == 1
+    assert report["expired_succeeded"] == 1
+    assert not present(redis_client, "ancient-2")["record"] and present(redis_client, recent_ok)["packed"]
+    assert redis_client.zscore(KEYS.succeeded_buckets(), packed.bucket_of(ancient_ok)) is None
     assert redis_client.hget(KEYS.cleanup_status(), "lastRunAt")
     down = subprocess.run(
         [sys.executable, "-m", "app.outcomes.cleanup"],

@@ -32,7 +32,7 @@ from app.outcomes.record import (
     decode_record,
 )
 from app.settings import Settings
-from tests.support.redis_state import Entry, dump, run_multi
+from tests.support.redis_state import Entry, dump, record_fields, run_multi
 
 KEYS = Keys()
 RETENTION_S = 3600
@@ -127,33 +127,63 @@ def test_a_start_that_arrives_after_its_finish_only_counts_the_execution(state: 
 
 
 # ----- succeeded -----
+#: Where a succeeded record of an id that carries no time ("j1") is packed (app/outcomes/packed.py).
+BUCKET = "taskqueue:succeeded:0"
+
+
 @pytest.mark.parametrize("attempt", [None, 3])
 @pytest.mark.parametrize(
     ("state", "started"), [("running", False), ("queued", False), ("retrying", False), ("running", True)]
 )
-def test_succeeded_moves_the_job_to_the_succeeded_indexes(state: str, started: bool, attempt: int | None) -> None:
+def test_succeeded_packs_the_record_into_its_bucket_out_of_every_index(
+    state: str, started: bool, attempt: int | None
+) -> None:
     client = seeded(state)
+    for key in indexes("all", "webhookJob"):
+        client.zadd(key, {"j1": 1})
     at = AT + 456
     args = {"duration_ms": 12, "at_ms": at, "attempt": attempt, "started": started, **IDS}
     assert client.execute_command(*LOG.succeeded(**args)) == 1
     # The attempt written when known; runAt left as it is (a start clears it, not a success).
     fields: dict[str, Any] = {
-        "state": "succeeded", "attempts": 1 if attempt is None else attempt, "runAt": 5, "executions": 1,
-        "durationMs": 12, "finishedAt": at, "updatedAt": at, "deliveries": 0,
+        "jobId": "j1", "jobName": "webhookJob", "state": "succeeded", "attempts": 1 if attempt is None else attempt,
+        "runAt": 5, "executions": 1, "durationMs": 12, "finishedAt": at, "updatedAt": at, "deliveries": 0,
     }  # fmt: skip
     if started:
         # Left too: a start known to have been written cleared it (the seeded record has one).
         fields["nextRetryAt"] = 6
-    # Whichever index held the job (running; queued or retrying unless known to have started)
-    # holds it no more. The minute's outcome counts (the console's charts) count it, for a day and more.
+    assert record_fields(client, KEYS, "j1") == {name: str(value) for name, value in fields.items()}
+    # The hash is gone, and whichever index held the job (running; queued or retrying unless known
+    # to have started; all) holds it no more: its packed record is the field "j1" of its bucket,
+    # which expires at the retention; the bucket is listed and counted. The minute's outcome counts
+    # (the console's charts) count it, for a day and more.
     counts = f"taskqueue:stats:minute:{at // 60_000}"
-    assert dump(client) == {
-        JOB: record(**fields),
-        **indexes("succeeded", "webhookJob", ("j1", at * 1000)),
+    found = dump(client)
+    kind, bucket, expires = found.pop(BUCKET)
+    assert (kind, list(bucket), expires) == ("hash", ["j1"], True)
+    assert found == {
+        "taskqueue:succeeded-buckets": ("zset", [("0", 0.0)], False),
+        "taskqueue:succeeded-sizes": ("hash", {"0": "1", "total": "1"}, False),
         counts: ("hash", {"succeeded": "1"}, True),
     }
-    assert_retention(client, JOB)
+    assert_retention(client, BUCKET)
     assert 24 * 3600 < client.ttl(counts) <= MINUTE_COUNTS_TTL_SECONDS
+    # Delivered again (its worker died before the ack): its second success changes nothing.
+    before = dump(client)
+    assert client.execute_command(*LOG.succeeded(**{**args, "at_ms": at + 1_000, "duration_ms": 99})) == 0
+    assert dump(client) == before
+
+
+def test_writes_that_arrive_after_the_success_change_nothing() -> None:
+    """A start sent again, or a late retrying (a worker does not wait for their replies), lands
+    after the record was packed: no hash is made again, nothing is counted."""
+    client = seeded("running")
+    client.execute_command(*LOG.succeeded(duration_ms=1, at_ms=AT, attempt=1, started=True, **IDS))
+    before = dump(client)
+    assert client.execute_command(*LOG.running(queue="default", attempt=1, at_ms=AT + 1, **IDS)) == 0
+    assert client.execute_command(*LOG.running(queue="default", attempt=2, at_ms=AT + 2, **IDS)) == 0
+    assert client.execute_command(*retried(1, AT - 10)) == 0
+    assert dump(client) == before and not client.exists(JOB)
 
 
 # ----- a new job's enqueue -----
@@ -353,7 +383,7 @@ def retried(attempt: int, at: int, *, error: str = "", traceback: str = "", work
 
 
 def history_of(client: redis.Redis) -> Any:
-    return decode_record(client.hgetall(JOB))["history"]
+    return decode_record(record_fields(client, KEYS, "j1"))["history"]
 
 
 def entry(attempt: int, at: int) -> dict[str, Any]:
@@ -403,14 +433,16 @@ def test_a_late_or_repeated_retrying_adds_nothing_to_the_history(any_redis: redi
     start(any_redis, 3, AT + 4_000)
     any_redis.execute_command(*LOG.succeeded(duration_ms=5, at_ms=AT + 4_005, attempt=3, started=True, **IDS))
     assert any_redis.execute_command(*retried(3, AT + 4_000)) == 0  # the job has finished
-    assert history_of(any_redis) == [entry(2, AT + 2_000)]
+    # Its packed record keeps the history it had, and no hash is made again.
+    assert history_of(any_redis) == [entry(2, AT + 2_000)] and not any_redis.exists(JOB)
 
 
 def test_a_first_attempt_success_writes_no_history(any_redis: redis.Redis) -> None:
     start(any_redis, 1, AT)
     any_redis.execute_command(*LOG.succeeded(duration_ms=5, at_ms=AT + 5, attempt=1, started=True, **IDS))
-    assert any_redis.hget(JOB, "state") == b"succeeded" and any_redis.hget(JOB, "history") is None
-    assert any_redis.hget(JOB, "worker") == WORKER.encode()
+    fields = record_fields(any_redis, KEYS, "j1")
+    assert fields["state"] == "succeeded" and "history" not in fields
+    assert fields["worker"] == WORKER and not any_redis.exists(JOB)  # packed
 
 
 def test_a_history_entry_keeps_the_start_of_the_error_and_the_end_of_the_traceback(any_redis: redis.Redis) -> None:

@@ -4,7 +4,7 @@
 -- ('' for none; the walk starts after the cursor, also among entries of its score), the cursor's
 -- member, the queue ('' for any), the error text (ASCII-lowercased; '' for any), want (0: count
 -- the matches only), budget, the job records' prefix.
--- Returns {examined, stop, matches, last score, last member, ids of the matches...}; stop: 0 the
+-- Returns {examined, stop, matches, last score, last member, score and id of each match...}; stop: 0 the
 -- range ends, 1 a match beyond `want` follows, 2 the budget ran out; last: the last entry examined
 -- before the stop (where the next page or call starts), '' if none.
 local index, top, low = KEYS[1], ARGV[1], ARGV[2]
@@ -59,7 +59,8 @@ while true do
           end
           found = found + 1
           if want > 0 then
-            out[5 + found] = member
+            out[4 + 2 * found] = score
+            out[5 + 2 * found] = member
           end
         end
       end

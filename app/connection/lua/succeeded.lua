@@ -1,28 +1,52 @@
--- An attempt succeeded. KEYS: the record, then the global and per-job-type index of: succeeded,
--- then of each state left (running, and unless it is known to have started: queued, retrying),
--- and last the hash of this minute's outcome counts.
--- ARGV: job id, duration (ms), at (ms), index score, retention (s), then optionally the attempt
--- ('' if unknown) and the job's result as JSON.
-local record, id, at = KEYS[1], ARGV[1], ARGV[3]
-local counts, last_index = KEYS[#KEYS], #KEYS - 1
-local fields = {'state', '$SUCCEEDED', 'durationMs', ARGV[2], 'finishedAt', at, 'updatedAt', at, 'deliveries', 0}
-if ARGV[6] and ARGV[6] ~= '' then
-  fields[#fields + 1] = 'attempts'
-  fields[#fields + 1] = ARGV[6]
+-- An attempt succeeded: the record is packed into its bucket (app/outcomes/packed.py) and its hash
+-- and index entries go. KEYS: the record, its bucket, the bucket list, the bucket sizes, then the
+-- indexes it leaves (running, queued and retrying when not known to have started, all: global and
+-- per job type), and last the hash of this minute's outcome counts.
+-- ARGV: job id, duration (ms), at (ms), retention (s), the bucket, the cap on succeeded records
+-- (0: none), job name, queue, '1' if it started (its `running` was written), '1' if its execution
+-- is not counted yet (its `running` could not be written), the attempt ('' if unknown), what
+-- bucket keys start with, the time its id carries (ms; 0 if none), and optionally the job's
+-- result as JSON.
+local record, bucket_key, buckets, sizes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local counts = KEYS[#KEYS]
+local id, at, bucket, prefix = ARGV[1], ARGV[3], ARGV[5], ARGV[12]
+-- Delivered again after its success was written (its worker died before the ack): it stays as it was.
+if redis.call('HEXISTS', bucket_key, id) == 1 then return 0 end
+local flat = redis.call('HGETALL', record)
+local fields = {}
+for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+if ARGV[9] ~= '1' then
+  -- Not known to have started here: a retry's time and an earlier attempt's progress and result go.
+  fields.nextRetryAt, fields.progress, fields.progressMessage, fields.progressAt, fields.result = nil, nil, nil, nil, nil
 end
-if ARGV[7] then
-  fields[#fields + 1] = 'result'
-  fields[#fields + 1] = ARGV[7]
-end
--- More than 4 indexes: the queued and retrying indexes too, so not known to have started (a start
--- clears nextRetryAt, and an earlier attempt's progress and result).
-if last_index > 5 then
-  redis.call('HDEL', record, 'nextRetryAt', 'progress', 'progressMessage', 'progressAt', 'result')
-end
-redis.call('HSET', record, unpack(fields))
-for i = 4, last_index do redis.call('ZREM', KEYS[i], id) end
-redis.call('ZADD', KEYS[2], ARGV[4], id)
-redis.call('ZADD', KEYS[3], ARGV[4], id)
+fields.jobName = fields.jobName or ARGV[7]
+if ARGV[8] ~= '' then fields.queue = fields.queue or ARGV[8] end  -- '' (unknown) leaves it absent
+fields.state, fields.durationMs, fields.finishedAt, fields.updatedAt, fields.deliveries = '$SUCCEEDED', ARGV[2], at, at, '0'
+if ARGV[10] == '1' then fields.executions = tostring(tonumber(fields.executions or '0') + 1) end
+if ARGV[11] ~= '' then fields.attempts = ARGV[11] end
+if ARGV[14] then fields.result = ARGV[14] end
+redis.call('HSET', bucket_key, id, pack_record(fields, tonumber(ARGV[13])))
+redis.call('EXPIRE', bucket_key, ARGV[4])
+redis.call('DEL', record)
+for i = 5, #KEYS - 1 do redis.call('ZREM', KEYS[i], id) end
 redis.call('HINCRBY', counts, 'succeeded', 1)
 redis.call('EXPIRE', counts, $MINUTE_COUNTS_TTL)
-return redis.call('EXPIRE', record, ARGV[5])
+local total = redis.call('HINCRBY', sizes, '$TOTAL_FIELD', 1)
+if redis.call('HINCRBY', sizes, bucket, 1) == 1 then
+  -- A new bucket: listed, and the oldest one taken off the list if it has expired meanwhile.
+  redis.call('ZADD', buckets, bucket, bucket)
+  local oldest = redis.call('ZRANGE', buckets, 0, 0)[1]
+  if oldest ~= bucket and redis.call('EXISTS', prefix .. oldest) == 0 then
+    total = total - drop_bucket(buckets, sizes, prefix, oldest)
+  end
+end
+-- Over the cap: whole buckets go, oldest first (never the one just written), a few per call.
+local cap = tonumber(ARGV[6])
+local dropped = 0
+while cap > 0 and total > cap and dropped < $MAX_BUCKETS_DROPPED do
+  local oldest = redis.call('ZRANGE', buckets, 0, 0)[1]
+  if oldest == nil or oldest == bucket then break end
+  total = total - drop_bucket(buckets, sizes, prefix, oldest)
+  dropped = dropped + 1
+end
+return 1

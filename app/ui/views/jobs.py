@@ -17,6 +17,7 @@ from app.api.context import api_of
 from app.api.errors import ApiError, deadline
 from app.api.openapi import JOB_ID_PATTERN
 from app.errors import JobNotFound
+from app.outcomes import packed
 from app.outcomes.record import (
     CANCELED,
     DETAIL_WITH_DATA_FIELDS,
@@ -85,7 +86,9 @@ async def jobs(request: Request) -> Response:
     if wanted:
         if _job_id.match(wanted):
             async with deadline():
-                exists = await api.client.exists(api.keys.job(wanted))
+                exists = await api.client.exists(api.keys.job(wanted)) or await api.client.hexists(
+                    packed.bucket_key(api.keys, wanted), wanted
+                )
             if exists:
                 return RedirectResponse(f"/ui/jobs/{wanted}", status_code=303)
         message = f"No job has the id {wanted[:128]!r}."
