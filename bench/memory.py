@@ -23,6 +23,8 @@ from tests.support.services import wait_until
 #: Rates (jobs/s) and retentions (s) of the capacity table.
 RATES = (10, 100, 1_000)
 RETENTIONS = {"24 h": 86_400, "7 days": 7 * 86_400}
+#: How long Redis's CPU is watched with the workers idle (a measured span).
+IDLE_SPAN_S = 3.0
 
 
 def measure(context: Context, *, jobs: int = 20_000, processes: int = 2, threads: int = 8) -> dict[str, Any]:
@@ -31,7 +33,7 @@ def measure(context: Context, *, jobs: int = 20_000, processes: int = 2, threads
     keys = Keys(namespace=context.settings.namespace)
     client.config_resetstat()
     memory_before = _used_memory(context)
-    cpu_before = _redis_cpu_s(context)
+    cpu_before, clock_before = _redis_cpu_s(context), time.monotonic()
     produced = subprocess.run(
         [sys.executable, "-m", "app.producer", "--generate", str(jobs), "--job", "emailJob", "--quiet"],
         env=context.env,
@@ -41,15 +43,21 @@ def measure(context: Context, *, jobs: int = 20_000, processes: int = 2, threads
     )
     if produced.returncode != 0:
         raise RuntimeError(f"producer failed ({produced.returncode}):\n{produced.stdout}\n{produced.stderr}")
-    started = time.monotonic()
+    enqueue_cpu_s = _redis_cpu_s(context) - cpu_before
     worker = context.worker("app.actors", processes, threads)
+    started = time.monotonic()  # from when its processes are ready (they may have begun already)
     try:
         succeeded = lambda: int(client.hget(keys.succeeded_sizes(), TOTAL_FIELD) or 0)  # noqa: E731
         wait_until(lambda: succeeded() >= jobs, timeout=600, interval=0.2, message=f"{jobs} jobs to succeed")
         elapsed = time.monotonic() - started
+        cpu_s, busy_s = _redis_cpu_s(context) - cpu_before, time.monotonic() - clock_before
+        # What Redis spends with these workers idle (their polls, heartbeats, its own cron), per
+        # second: taken off the run's CPU, so that what is left is what the jobs cost.
+        idle_from, idle_cpu_from = time.monotonic(), _redis_cpu_s(context)
+        time.sleep(IDLE_SPAN_S)
+        idle_rate = (_redis_cpu_s(context) - idle_cpu_from) / (time.monotonic() - idle_from)
     finally:
         context.stop(worker)
-    cpu_s = _redis_cpu_s(context) - cpu_before
     memory_after = _used_memory(context)
     commandstats = {
         name.removeprefix("cmdstat_"): stats
@@ -61,6 +69,8 @@ def measure(context: Context, *, jobs: int = 20_000, processes: int = 2, threads
     calls = {name: int(stats["calls"]) for name, stats in commandstats.items()}
     bytes_per_job = (memory_after - memory_before) / jobs
     cpu_us = cpu_s / jobs * 1e6
+    job_cpu_us = max(0.0, cpu_s - idle_rate * busy_s) / jobs * 1e6
+    enqueue_cpu_us = enqueue_cpu_s / jobs * 1e6
     records_bytes = _records_bytes(context, keys)
     return {
         "jobs": jobs,
@@ -71,7 +81,11 @@ def measure(context: Context, *, jobs: int = 20_000, processes: int = 2, threads
         "bytes_per_job": round(bytes_per_job),
         "records_bytes_per_job": round(records_bytes / jobs),
         "redis_cpu_us_per_job": round(cpu_us, 1),
-        "jobs_per_redis_core_s": round(1e6 / cpu_us) if cpu_us else None,
+        "redis_idle_cpu_ms_per_s": round(idle_rate * 1000, 1),
+        "redis_enqueue_cpu_us_per_job": round(enqueue_cpu_us, 1),
+        "jobs_per_s": round(jobs / elapsed, 1),
+        "redis_job_cpu_us_per_job": round(job_cpu_us, 1),
+        "jobs_per_redis_core_s": round(1e6 / job_cpu_us) if job_cpu_us else None,
         "calls_per_job": {name: round(n / jobs, 2) for name, n in sorted(calls.items(), key=lambda kv: -kv[1])[:12]},
         "capacity": capacity(bytes_per_job),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +243,12 @@ def _memory_lines(figures: dict[str, Any], found: list[Target]) -> list[str]:
         f"{_verdict(found, 'Redis memory per finished job')} |",
         f"| of which the packed records themselves (freed when their buckets are deleted) | "
         f"{kept['records_bytes_per_job']} B | |",
-        f"| Redis CPU per job, enqueue and run (INFO cpu) | {kept['redis_cpu_us_per_job']} µs | |",
-        f"| jobs/s one Redis core carries (1 / CPU per job) | {_n(kept['jobs_per_redis_core_s'])} | |",
+        f"| Redis CPU per job over the enqueue and the run (INFO cpu; run at {_n(kept['jobs_per_s'])} jobs/s) | "
+        f"{kept['redis_cpu_us_per_job']} µs | |",
+        f"| of which the enqueue (the producer's batches) | {kept['redis_enqueue_cpu_us_per_job']} µs | |",
+        f"| Redis CPU with the workers idle (their polls and heartbeats) | {kept['redis_idle_cpu_ms_per_s']} ms/s | |",
+        f"| Redis CPU per job, the idle part taken off | {kept['redis_job_cpu_us_per_job']} µs | |",
+        f"| jobs/s one Redis core carries (1 / the line above) | {_n(kept['jobs_per_redis_core_s'])} | |",
         "",
         "Commands per job (INFO commandstats; those the Lua scripts call included): "
         + ", ".join(f"{name} {n}" for name, n in kept["calls_per_job"].items())
@@ -257,7 +262,29 @@ def _memory_lines(figures: dict[str, Any], found: list[Target]) -> list[str]:
     for rate, row in kept["capacity"].items():
         lines.append(f"| {rate} | " + " | ".join(f"{gb} GB" for gb in row.values()) + " |")
     lines.append("")
+    full_speed = _redis_run_cpu(figures)
+    if full_speed:
+        config, run_us = full_speed
+        total = kept["redis_enqueue_cpu_us_per_job"] + run_us
+        lines += [
+            f"At full speed Redis spends less per job (more jobs per round trip): {run_us} µs per no-op job run "
+            f"by our {config} worker (the worker throughput section, median) plus "
+            f"{kept['redis_enqueue_cpu_us_per_job']} µs per job enqueued by the producer: {total:.1f} µs, "
+            f"about {_n(1e6 / total)} jobs/s on one Redis core.",
+            "",
+        ]
     return lines
+
+
+def _redis_run_cpu(figures: dict[str, Any]) -> tuple[str, float] | None:
+    """Redis's CPU per job run at full speed: the median of our runs in the worker section (2x8 if
+    measured)."""
+    workers = figures.get("workers") or {}
+    config = "2x8" if "2x8" in workers else next(iter(workers), None)
+    if config is None:
+        return None
+    runs = [run["redis_cpu_us_per_job"] for run in workers[config]["runs"]["ours"] if run.get("redis_cpu_us_per_job")]
+    return (config, round(statistics.median(runs), 1)) if runs else None
 
 
 def _flow_lines(figures: dict[str, Any], found: list[Target], settings: dict[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ def test_quick_benchmark_prints_the_table_and_writes_every_figure(tmp_path: Path
         "## Flow control: a high job behind a backlog",
         "## Enqueue throughput",
         "## Enqueue-to-start latency",
+        "## Redis per finished job",
         "## Targets",
     )
     for heading in headings:
@@ -60,6 +61,14 @@ def test_quick_benchmark_prints_the_table_and_writes_every_figure(tmp_path: Path
         assert flow[name] > 0 and flow["cpu_us_per_job"][name] > 0, (name, flow)
     assert flow["ratio"] > 0 and flow["concurrency"] > flow["bound_concurrency"], flow
 
+    kept = figures["memory"]
+    # Every job ran to success, and what each keeps is a positive, sane figure (the target itself
+    # is met in `make bench`'s 20,000-job run, not in this tiny one, which the fixed costs dominate).
+    assert kept["jobs"] > 0 and 100 < kept["records_bytes_per_job"] < 2_000, kept
+    assert kept["bytes_per_job"] >= kept["records_bytes_per_job"] > 0, kept
+    assert kept["redis_cpu_us_per_job"] > 0 and kept["jobs_per_redis_core_s"] > 0, kept
+    assert set(kept["capacity"]) == {"10 jobs/s", "100 jobs/s", "1000 jobs/s"}, kept
+
     backlog = figures["backlog"]
     for case in ("resumed", "busy"):
         row = backlog[case]
@@ -84,7 +93,7 @@ def test_quick_benchmark_prints_the_table_and_writes_every_figure(tmp_path: Path
     assert latency["ours_load"]["load_jobs_per_s"] > 0
 
     targets = {target["name"]: target for target in document["targets"]}
-    # Per worker configuration 2; idle latency 2, enqueue 3; flow control 1, the high job 2.
-    assert len(targets) == 2 * len(figures["workers"]) + 8, sorted(targets)
+    # Per worker configuration 2; idle latency 2, enqueue 3; flow control 1, the high job 2; memory 1.
+    assert len(targets) == 2 * len(figures["workers"]) + 9, sorted(targets)
     for target in targets.values():
         assert target["value"] is not None and isinstance(target["pass"], bool), target
