@@ -26,7 +26,7 @@ from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
 from app.outcomes import packed
 from app.outcomes.log import OutcomeLog
-from app.outcomes.record import FAILED, STATES, now_ms
+from app.outcomes.record import FAILED, STATES, SUCCEEDED, now_ms
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -72,10 +72,14 @@ def run(
     dead_letter_cutoff = at_ms - retention.get(FAILED, retention_seconds) * 1000
     for queue in queues:
         _trim_dead_letters(client, keys, queue, dead_letter_cutoff, batch_size, report)
-    while True:  # bounded: each call takes up to PRUNE_AT_MOST buckets off a finite list
-        taken, records = client.execute_command(*packed.prune_command(keys))  # type: ignore[misc]
+    succeeded_kept_ms = retention.get(SUCCEEDED, retention_seconds) * 1000
+    offset = 0
+    while True:  # bounded: each call looks at up to PRUNE_AT_MOST buckets of a finite list, from the offset
+        prune = packed.prune_command(keys, older_than_ms=at_ms - succeeded_kept_ms, offset=offset)
+        looked, taken, records = client.execute_command(*prune)  # type: ignore[misc]
         report.expired_succeeded += int(records)
-        if int(taken) < packed.PRUNE_AT_MOST:
+        offset += int(looked) - int(taken)  # those still there (a late record keeps a bucket longer)
+        if int(looked) < packed.PRUNE_AT_MOST:
             break
     report.duration_ms = int((time.monotonic() - started) * 1000)
     client.hset(

@@ -66,16 +66,18 @@ PACK_VALUES = {
 
 
 PRUNE_BUCKETS_SCRIPT = lua("drop_bucket", "prune_buckets", TOTAL_FIELD=TOTAL_FIELD)
-#: Expired buckets a cleanup takes off the bucket list at most in one call.
+#: Buckets a cleanup looks at, at most, in one call.
 PRUNE_AT_MOST = 1_000
 
 
-def prune_command(keys: Keys) -> tuple[Any, ...]:
-    """One call that takes expired buckets off the bucket list and corrects the counts (the
-    succeeded script does it for one bucket each time it starts a new one; cleanup for the rest)."""
+def prune_command(keys: Keys, *, older_than_ms: int, offset: int = 0) -> tuple[Any, ...]:
+    """One call that takes expired buckets off the bucket list and corrects the counts, looking at
+    the buckets of ids made before `older_than_ms` (now minus the retention: no newer one can have
+    expired), from `offset` on. Its reply: how many it looked at, took off, and their records.
+    (The succeeded script takes the oldest off each time it starts a bucket; cleanup the rest.)"""
     return (
         "EVAL", PRUNE_BUCKETS_SCRIPT, 2, keys.succeeded_buckets(), keys.succeeded_sizes(),
-        keys.succeeded_bucket_prefix(), PRUNE_AT_MOST,
+        keys.succeeded_bucket_prefix(), PRUNE_AT_MOST, older_than_ms // BUCKET_MS, offset,
     )  # fmt: skip
 
 

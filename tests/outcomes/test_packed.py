@@ -254,22 +254,26 @@ def test_a_new_bucket_takes_an_expired_oldest_one_off_the_list(redis_client: red
     assert redis_client.hget(KEYS.succeeded_sizes(), str(packed.bucket_of(first))) is None
 
 
-def test_prune_takes_expired_buckets_off_up_to_the_first_one_still_there(redis_client: redis.Redis) -> None:
-    ids = [new_job_id(at_ms=AT + n * 1_000) for n in range(4)]
+def test_prune_takes_off_every_expired_bucket_older_than_the_retention(redis_client: redis.Redis) -> None:
+    ids = [new_job_id(at_ms=AT + n * 1_000) for n in range(5)]
     for job_id in ids:
         succeed(redis_client, job_id)
     succeed(redis_client, new_job_id(at_ms=AT + 10))  # two records in the first bucket
-    expire(redis_client, ids[0], ids[1], ids[3])
-    prune = packed.prune_command(KEYS)
-    # The first two (3 records) go; the fourth, expired too, waits behind the third.
-    assert redis_client.execute_command(*prune) == [2, 3]
-    assert listed_buckets(redis_client) == [packed.bucket_of(ids[2]), packed.bucket_of(ids[3])]
+    expire(redis_client, ids[0], ids[1], ids[3], ids[4])
+    # Buckets up to the fourth's second may have expired; the third is still there (a late record
+    # keeps a bucket), and the ones beyond it are looked at too; the fifth is too new to look at.
+    prune = packed.prune_command(KEYS, older_than_ms=AT + 3_000)
+    assert redis_client.execute_command(*prune) == [4, 3, 4]
+    assert listed_buckets(redis_client) == [packed.bucket_of(ids[2]), packed.bucket_of(ids[4])]
     assert total(redis_client) == 2
+    # From an offset past the third (as cleanup goes on when a call looked at its most).
     expire(redis_client, ids[2])
-    assert redis_client.execute_command(*prune) == [2, 2]
+    assert redis_client.execute_command(*packed.prune_command(KEYS, older_than_ms=AT + 9_000, offset=1)) == [1, 1, 1]
+    assert listed_buckets(redis_client) == [packed.bucket_of(ids[2])]
+    assert redis_client.execute_command(*packed.prune_command(KEYS, older_than_ms=AT + 9_000)) == [1, 1, 1]
     assert listed_buckets(redis_client) == [] and total(redis_client) == 0
     assert redis_client.hgetall(KEYS.succeeded_sizes()) == {b"total": b"0"}
-    assert redis_client.execute_command(*prune) == [0, 0]
+    assert redis_client.execute_command(*prune) == [0, 0, 0]
 
 
 def capped(cap: int) -> OutcomeLog:
