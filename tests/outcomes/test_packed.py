@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pydantic
 import pytest
 import redis
 import redis.asyncio
@@ -19,13 +18,13 @@ import redis.asyncio
 from app.broker.enqueue import Enqueuer
 from app.errors import JobNotFound, JobStateConflict
 from app.job_ids import job_id_time_ms, new_job_id, new_redis_id
-from app.jobs import JobRegistry, JobType
 from app.keys import Keys
 from app.outcomes import packed
 from app.outcomes.log import MAX_BUCKETS_DROPPED, OutcomeLog
 from app.outcomes.record import SUCCEEDED, decode_record
 from app.outcomes.store import JobStore
 from app.settings import Settings
+from tests.support.any_jobs import any_registry
 from tests.support.redis_state import record_fields
 from tests.support.services import RedisServer, wait_until
 
@@ -170,18 +169,7 @@ def test_a_record_of_another_layout_is_refused() -> None:
 
 
 # ----- the succeeded write -----
-class AnyData(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
-
-
-def enqueuer() -> Enqueuer:
-    registry = JobRegistry()
-    for name in ("aJob", "bJob"):
-        registry.add(JobType(name=name, schema=AnyData, fn=lambda job_id, data, context: None))
-    return Enqueuer(registry=registry, keys=KEYS, log=LOG, settings=Settings(max_retries=2))
-
-
-ENQUEUER = enqueuer()
+ENQUEUER = Enqueuer(registry=any_registry(), keys=KEYS, log=LOG, settings=Settings(max_retries=2))
 
 
 def enqueue(client: redis.Redis, job_id: str, job_name: str = "aJob") -> None:

@@ -8,35 +8,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
-import pydantic
 import pytest
 
 from app.broker.enqueue import Enqueuer
 from app.connection.commands import Command, run_commands
 from app.errors import JobStateConflict
-from app.jobs import JobRegistry, JobType
 from app.keys import Keys
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import index_score, now_ms
 from app.outcomes.store import JobStore
 from app.settings import Settings
+from tests.support.any_jobs import any_registry
 
 KEYS = Keys()
 LOG = OutcomeLog(keys=KEYS, retention_seconds=3600)
 
 
-class AnyData(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
-
-
-def registry() -> JobRegistry:
-    job_types = JobRegistry()
-    for name in ("aJob", "bJob"):
-        job_types.add(JobType(name=name, schema=AnyData, fn=lambda job_id, data, context: None))
-    return job_types
-
-
-ENQUEUER = Enqueuer(registry=registry(), keys=KEYS, log=LOG, settings=Settings(max_retries=2))
+ENQUEUER = Enqueuer(registry=any_registry(), keys=KEYS, log=LOG, settings=Settings(max_retries=2))
 
 
 def make_store(client: Any) -> JobStore:
