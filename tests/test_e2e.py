@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 
 from app.delivery.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.support.fixed_receiver import Receiver
-from tests.support.services import Stack, free_port, wait_until
+from tests.support.services import Stack, free_port, running_redis, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,21 @@ def smtp_server() -> Iterator[tuple[_Inbox, int]]:
     controller.start()
     yield inbox, port
     controller.stop()
+
+
+@pytest.fixture(scope="module")
+def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
+    """An API and a worker of the default settings, shared by the tests that need nothing else:
+    each reads only its own jobs and receiver (and the lines it looks for in the shared mbox)."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    with running_redis(tmp / "redis", appendonly=True) as redis_server:
+        stack = Stack(redis_server, tmp)
+        try:
+            _, base = stack.api()
+            stack.worker(processes=1, threads=2)
+            yield stack, base
+        finally:
+            stack.discard_all()
 
 
 @pytest.fixture
@@ -104,10 +119,9 @@ def test_failing_webhook_runs_six_times_with_growing_gaps_then_is_dead_lettered(
     assert json.loads(failed[b"data"])["url"] == receiver.url
 
 
-def test_webhook_answering_404_runs_once(stack: Stack, receiver_factory: Any) -> None:
+def test_webhook_answering_404_runs_once(default_stack: tuple[Stack, str], receiver_factory: Any) -> None:
+    stack, base = default_stack
     receiver = receiver_factory(404)
-    _, base = stack.api()
-    stack.worker(processes=1, threads=2)
     api = stack.client(base)
     job_id = api.enqueue("webhookJob", {"url": receiver.url, "payload": {}})
     wait_until(lambda: api.state(job_id) == "failed", timeout=20, message="the 404 job to fail")
@@ -117,10 +131,11 @@ def test_webhook_answering_404_runs_once(stack: Stack, receiver_factory: Any) ->
     assert "404" in record["error"]
 
 
-def test_webhook_answering_200_carries_a_valid_signature(stack: Stack, receiver_factory: Any) -> None:
+def test_webhook_answering_200_carries_a_valid_signature(
+    default_stack: tuple[Stack, str], receiver_factory: Any
+) -> None:
+    stack, base = default_stack
     receiver = receiver_factory(200)
-    _, base = stack.api()
-    stack.worker(processes=1, threads=2)
     api = stack.client(base)
     payload = {"order": 42, "items": ["a", "b"]}
     job_id = api.enqueue("webhookJob", {"url": receiver.url, "payload": payload})
@@ -133,7 +148,10 @@ def test_webhook_answering_200_carries_a_valid_signature(stack: Stack, receiver_
     assert headers[DELIVERY_HEADER] == job_id
 
 
-def test_producer_runs_good_lines_and_reports_bad_ones_by_number(stack: Stack, tmp_path: Path) -> None:
+def test_producer_runs_good_lines_and_reports_bad_ones_by_number(
+    default_stack: tuple[Stack, str], tmp_path: Path
+) -> None:
+    stack, base = default_stack
     lines = [
         '{"jobName": "emailJob", "data": {"email": "one@example.com"}}',
         "this is not json",
@@ -146,8 +164,6 @@ def test_producer_runs_good_lines_and_reports_bad_ones_by_number(stack: Stack, t
     source = tmp_path / "jobs.jsonl"
     source.write_text("\n".join(lines) + "\n")
     ids_file = tmp_path / "ids.txt"
-    _, base = stack.api()
-    stack.worker(processes=1, threads=2)
     result = stack.producer(str(source), "--ids-out", str(ids_file))
     assert result.returncode == 1, result.stderr
     assert "line 2:" in result.stderr and "not valid JSON" in result.stderr
