@@ -6,20 +6,47 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 import redis
 
 from tests.support import flow_log
-from tests.support.services import Stack, wait_until
+from tests.support.services import Stack, running_redis, wait_until
 
 FLOW = {"JOB_MODULES": "tests.support.flow_jobs"}
 RACES = 200
+READONLY_KEY = "read-only-key-0123456789"
 
 
-def test_a_cancel_racing_a_fetch_never_lets_a_canceled_job_run(stack: Stack, redis_client: redis.Redis) -> None:
-    _, base = stack.api(**FLOW)
-    api = stack.client(base)
-    stack.worker(processes=1, threads=8, **FLOW)
+@pytest.fixture(scope="module")
+def flow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One API and worker for both tests: each reads only the jobs it enqueued."""
+    tmp = tmp_path_factory.mktemp("cancel")
+    with running_redis(tmp / "redis", appendonly=True) as redis_server:
+        stack = Stack(redis_server, tmp)
+        try:
+            _, base = stack.api(**FLOW, API_READONLY_KEY=READONLY_KEY)
+            stack.worker(processes=1, threads=8, **FLOW)
+            stack.client(base)
+            yield stack
+        finally:
+            stack.discard_all()
+
+
+@pytest.fixture
+def api(flow_stack: Stack) -> Any:
+    return flow_stack.clients[0]
+
+
+@pytest.fixture
+def redis_client(flow_stack: Stack) -> Iterator[redis.Redis]:
+    with flow_stack.redis.client() as client:
+        yield client
+
+
+def test_a_cancel_racing_a_fetch_never_lets_a_canceled_job_run(api: Any, redis_client: redis.Redis) -> None:
     canceled: list[str] = []
     others: list[str] = []
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -49,10 +76,7 @@ def test_a_cancel_racing_a_fetch_never_lets_a_canceled_job_run(stack: Stack, red
     print(f"{len(canceled)} of {RACES} cancels won the race; {len(others)} jobs had started or finished")
 
 
-def test_cancel_of_a_delayed_job_and_a_running_one_and_refusals(stack: Stack, redis_client: redis.Redis) -> None:
-    _, base = stack.api(**FLOW, API_READONLY_KEY="read-only-key-0123456789")
-    api = stack.client(base)
-    stack.worker(processes=1, threads=4, **FLOW)
+def test_cancel_of_a_delayed_job_and_a_running_one_and_refusals(api: Any, redis_client: redis.Redis) -> None:
     delayed = api.enqueue("orderJob", {}, delayMs=1500)
     response = api.http.post(f"/jobs/{delayed}/cancel")
     assert response.status_code == 200 and response.json()["state"] == "canceled", response.text
@@ -83,7 +107,7 @@ def test_cancel_of_a_delayed_job_and_a_running_one_and_refusals(stack: Stack, re
     assert response.status_code == 409 and "succeeded" in response.json()["error"], response.text
     assert api.http.post("/jobs/nosuchjob/cancel").status_code == 404
     assert api.http.post(f"/jobs/{done}/cancel", params={"force": "yes"}).status_code == 400
-    response = api.http.post(f"/jobs/{done}/cancel", headers={"x-api-key": "read-only-key-0123456789"})
+    response = api.http.post(f"/jobs/{done}/cancel", headers={"x-api-key": READONLY_KEY})
     assert response.status_code == 403
     # A canceled job can be run again on purpose.
     response = api.http.post(f"/jobs/{delayed}/retry")
