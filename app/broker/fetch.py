@@ -22,7 +22,9 @@ from app.jobs import JobRegistry
 from app.keys import LEVEL_SUFFIXES, PRIORITY_LEVELS, Keys
 from app.outcomes.record import CANCELED
 
-FETCH_SCRIPT = lua("fetch", CANCELED=CANCELED)
+#: Slot leases written by one ZADD of a fetch (two values each: well within Lua's stack of 8,000).
+LEASES_PER_ZADD = 1_000
+FETCH_SCRIPT = lua("fetch", CANCELED=CANCELED, LEASES_PER_ZADD=LEASES_PER_ZADD)
 FETCH_DELAYED_SCRIPT = lua("fetch_delayed")
 #: A fetch examines at most this many jobs beyond those it may hand out (parked or dropped ones).
 SCAN_EXTRA = 100

@@ -41,7 +41,7 @@ for i = 14, #ARGV, 8 do
   local limit = {
     concurrency = tonumber(ARGV[i + 1]), slots = ARGV[i + 2], waiting = ARGV[i + 3],
     rate = tonumber(ARGV[i + 4]), window = tonumber(ARGV[i + 5]), per_key = ARGV[i + 6] == '1',
-    rate_key = ARGV[i + 7], blocked = {},
+    rate_key = ARGV[i + 7], blocked = {}, taken = {},
   }
   limits[ARGV[i]] = limit
   if limit.concurrency > 0 then
@@ -106,7 +106,9 @@ local function admit(limit, id, level, body)
     redis.call('PEXPIRE', window, limit.window * 2)
   end
   if limit.concurrency > 0 then
-    limit.held = limit.held + redis.call('ZADD', limit.slots, now + lease, id)
+    -- Its lease is written with the others' at the end of the call (one ZADD, not one each).
+    limit.held = limit.held + 1
+    limit.taken[#limit.taken + 1] = id
   end
   return true
 end
@@ -147,6 +149,20 @@ while handed < n and examined < budget do
         turn = turn + 1
       end
     end
+  end
+end
+-- The slot leases taken in this call, one ZADD per job type (in chunks, within Lua's stack). A
+-- job whose redis id still held a lease (given back by the sweep before it ran out) was counted
+-- once more than it holds: this call admitted at most the limit, and the next one counts again.
+for _, limit in pairs(limits) do
+  local taken = limit.taken
+  for first = 1, #taken, $LEASES_PER_ZADD do
+    local args = {}
+    for i = first, math.min(first + $LEASES_PER_ZADD - 1, #taken) do
+      args[#args + 1] = now + lease
+      args[#args + 1] = taken[i]
+    end
+    redis.call('ZADD', limit.slots, unpack(args))
   end
 end
 if handed > 0 then redis.call('SET', turns, turn % 10) end
