@@ -177,9 +177,13 @@ class WakeableConsumer(_RedisConsumer):
         if fetched.next_due_ms:
             heapq.heappush(self.etas, fetched.next_due_ms)  # wake when a throttled job is due
         decoded = [self._decode(body, deliveries) for body, deliveries in fetched.jobs]
-        for entry in decoded:
-            if isinstance(entry, FetchedMessage) and entry.actor_name in self.limited:
-                self.broker.slots.take(entry.options["redis_message_id"], entry.actor_name)
+        if self.limited:
+            limited = self.limited
+            self.broker.slots.take(
+                (entry.options["redis_message_id"], entry.actor_name)
+                for entry in decoded
+                if isinstance(entry, FetchedMessage) and entry.actor_name in limited
+            )
         return decoded
 
     @staticmethod

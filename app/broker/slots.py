@@ -3,8 +3,8 @@ liveness thread while it holds the job, given back with the job's ack or nack.""
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
+from collections.abc import Iterable
 
 import redis
 
@@ -13,27 +13,29 @@ from app.connection.commands import Command
 from app.connection.scripts import lua
 from app.keys import Keys, canonical_queue
 
-RELEASE_SLOT_SCRIPT = lua("wake_up", "release_slot")
-ACK_RELEASE_SCRIPT = lua("wake_up", "ack_release")
+_WAKE_UP = {"WAKEUP_TOKENS": WAKEUP_TOKENS, "WAKEUP_TTL": WAKEUP_TTL_SECONDS}
+RELEASE_SLOT_SCRIPT = lua("wake_up", "release_slot", **_WAKE_UP)
+ACK_RELEASE_SCRIPT = lua("wake_up", "ack_release", **_WAKE_UP)
 
 
 class SlotHolds:
-    """Redis id -> job type of each slot this process holds."""
+    """Redis id -> job type of each slot this process holds.
+
+    Each method does one dict operation, atomic on its own, so that a job's way through the
+    worker takes no lock for its slot; `renew` reads a copy."""
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self._holds: dict[str, str] = {}
         #: The release's arguments per (queue, job type): built once.
         self._args: dict[tuple[str, str], tuple[object, ...]] = {}
-        self._lock = threading.Lock()
 
-    def take(self, redis_id: str, job_name: str) -> None:
-        with self._lock:
-            self._holds[redis_id] = job_name
+    def take(self, held: Iterable[tuple[str, str]]) -> None:
+        """The slots a fetch took: (redis id, job type) pairs."""
+        self._holds.update(held)
 
     def drop(self, redis_id: str) -> None:
-        with self._lock:
-            self._holds.pop(redis_id, None)
+        self._holds.pop(redis_id, None)
 
     def release_command(self, queue_name: str, redis_id: str) -> Command | None:
         """The command that gives the slot back (None when this id holds none)."""
@@ -46,8 +48,7 @@ class SlotHolds:
         return None if release is None else ("EVAL", ACK_RELEASE_SCRIPT, 2, ack_set, messages, redis_id, *release)
 
     def _release_args(self, queue_name: str, redis_id: str) -> tuple[object, ...] | None:
-        with self._lock:
-            job_name = self._holds.get(redis_id)
+        job_name = self._holds.get(redis_id)
         if job_name is None:
             return None
         args = self._args.get((queue_name, job_name))
@@ -55,16 +56,14 @@ class SlotHolds:
             queue = canonical_queue(queue_name)
             args = self._args[(queue_name, job_name)] = (
                 self.keys.slots(job_name), self.keys.slot_waiting(queue, job_name), self.keys.wakeup(queue),
-                WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
             )  # fmt: skip
         return args
 
     def renew(self, client: redis.Redis, until_ms: int) -> None:
         """Extend every held slot's lease (only those still in Redis: XX)."""
         by_job: dict[str, list[str]] = defaultdict(list)
-        with self._lock:
-            for redis_id, job_name in self._holds.items():
-                by_job[job_name].append(redis_id)
+        for redis_id, job_name in self._holds.copy().items():
+            by_job[job_name].append(redis_id)
         if not by_job:
             return
         with client.pipeline(transaction=False) as pipeline:
