@@ -101,11 +101,14 @@ def unpack(packed: bytes | str, job_id: str) -> dict[str, Any]:
     """A packed record, decoded as decode_record decodes a hash. One that cannot be read (a value
     written by something other than our code) reads as a succeeded job with the reason as its
     error, so that it cannot break a listing."""
+    return decode_record(_fields_or_reason(packed, job_id), parsed_json=True)
+
+
+def _fields_or_reason(packed: bytes | str, job_id: str) -> dict[str, Any]:
     try:
-        fields = unpack_fields(packed, job_id)
+        return unpack_fields(packed, job_id)
     except (ValueError, TypeError) as error:
-        fields = {"jobId": job_id, "state": SUCCEEDED, "error": f"its packed record cannot be read: {error}"}
-    return decode_record(fields, parsed_json=True)
+        return {"jobId": job_id, "state": SUCCEEDED, "error": f"its packed record cannot be read: {error}"}
 
 
 def unpack_fields(packed: bytes | str, job_id: str) -> dict[str, Any]:
@@ -169,13 +172,17 @@ async def page(
     below: tuple[int, str] | None,
     limit: int,
     keep: Callable[[dict[str, Any]], bool] = lambda record: True,
+    must_contain: Sequence[str] = (),
     budget: int = 10_000,
     since_ms: int | None = None,
     until_ms: int | None = None,
 ) -> Page:
     """Packed records newest first (by their ids' time), from just below the place `below`, those
-    `keep` accepts, until `limit` are found or `budget` records were examined. `since_ms` and
-    `until_ms` bound the ids' time."""
+    `keep` accepts (given the fields as unpack_fields reads them), until `limit` are found or
+    `budget` records were examined. `since_ms` and `until_ms` bound the ids' time. `must_contain`:
+    texts (lowercase) that a record `keep` can accept has in its packed form, lowercased (see
+    `packed_texts`): the others are passed over unread."""
+    wanted = [text.encode() for text in must_contain]
     top = "+inf" if below is None else _bucket_of_score(below[0])
     if until_ms is not None:
         top = until_ms // BUCKET_MS if top == "+inf" else min(int(top), until_ms // BUCKET_MS)
@@ -202,14 +209,33 @@ async def page(
                     continue
                 examined += 1
                 last = place
-                record = unpack(packed, job_id)
-                if keep(record):
-                    entries.append(Entry(place[0], job_id, record))
+                if wanted and not all(text in packed.lower() for text in wanted):
+                    continue
+                fields = _fields_or_reason(packed, job_id)
+                if keep(fields):
+                    entries.append(Entry(place[0], job_id, decode_record(fields, parsed_json=True)))
                     if len(entries) == limit:
                         return Page(entries, True, last, examined)
             if examined >= budget:
                 return Page(entries, True, last, examined)
         skip += len(buckets)
+
+
+def packed_texts(*values: str | None) -> list[str]:
+    """What a packed record holding these values as strings must contain (lowercased), as
+    `page`'s must_contain: each value's longest run of ASCII characters that JSON writes as they
+    are (cjson escapes quotes, backslashes, slashes and control characters; the packed form is
+    lowercased byte by byte, ASCII only); values that may be anywhere in a field (an error text)
+    and whole fields (a queue, a job name) alike."""
+    texts = []
+    for value in values:
+        if value:
+            plain = (c if " " <= c < "\x7f" and c not in '"\\/' else "\0" for c in value.lower())
+            runs = "".join(plain).split("\0")
+            longest = max(runs, key=len)
+            if longest:
+                texts.append(longest)
+    return texts
 
 
 def _within(score: int, since_ms: int | None, until_ms: int | None) -> bool:

@@ -72,7 +72,8 @@ class JobStore:
         if state in (None, SUCCEEDED):
             found = await packed.page(
                 self.client, self.keys, below=cursor, limit=limit,
-                keep=lambda record: job_name in (None, record["jobName"]),
+                keep=lambda record: job_name in (None, record.get("jobName")),
+                must_contain=packed.packed_texts(job_name),
             )  # fmt: skip
             streams.append(([(e.place, public(e.record)) for e in found.entries], found.last if found.more else None))
         records, next_place = packed.merge(streams, limit)

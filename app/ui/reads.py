@@ -268,6 +268,7 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
         if with_packed:
             found = await packed.page(
                 api.client, api.keys, below=f.cursor, limit=limit, keep=lambda record: _packed_matches(f, record),
+                must_contain=packed.packed_texts(f.job_name, f.queue, f.error_text),
                 budget=SCAN_LIMIT, since_ms=f.since_ms, until_ms=f.until_ms,
             )  # fmt: skip
             total += int(replies[2] or 0) if f.since_ms is None and f.until_ms is None else found.examined
@@ -296,8 +297,8 @@ def _listed(record: dict[str, Any]) -> dict[str, Any]:
 def _packed_matches(f: JobFilter, record: dict[str, Any]) -> bool:
     """What console_scan.lua and the indexes check of an entry, checked on a packed record."""
     return (
-        f.job_name in (None, record["jobName"])
-        and f.queue in (None, "", record["queue"])
+        f.job_name in (None, record.get("jobName"))
+        and f.queue in (None, "", record.get("queue"))
         and error_matches(f.error_text, record.get("error"))
     )
 

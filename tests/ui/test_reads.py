@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 import pytest
 
 from app.http import create_app
+from app.job_ids import new_job_id
 from app.keys import Keys
-from app.outcomes.record import FAILED, SUCCEEDED, index_score, now_ms
+from app.outcomes import packed
+from app.outcomes.log import OutcomeLog
+from app.outcomes.record import FAILED, RUNNING, SUCCEEDED, index_score, now_ms
 from app.settings import Settings
 from app.ui import reads
 from tests.support.services import RedisServer
@@ -126,3 +129,58 @@ def test_top_errors_and_the_confirmations_count(redis_server: RedisServer, redis
         looked = failed[:limit]
         matching = sum(1 for i in looked if i in records and text in records[i].get("error", "").lower())
         assert got == (matching, len(looked) == limit), (text, limit)
+
+
+PACKED_ERRORS = ['HTTPError: 503 from https://example.com/"hook"', "ÉCHEC total", "back\\slash"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{}, {"state": SUCCEEDED}, {"queue": "other"}, {"error_text": "https://example.com/"}, {"error_text": "échec"},
+     {"state": SUCCEEDED, "error_text": '"hook"'}, {"error_text": "k\\s"}, {"queue": "default", "error_text": "503"}],
+)  # fmt: skip
+def test_pages_merge_packed_succeeded_records_with_the_index(
+    redis_server: RedisServer, redis_client: Any, given: dict[str, Any]
+) -> None:
+    # Succeeded jobs packed by the succeeded script (some with the error an earlier attempt left,
+    # with quotes, slashes, a backslash, letters other than ASCII), among the indexed ones: the
+    # pages list exactly the matching jobs of both, newest first.
+    records = _seed(redis_client, KEYS)
+    log = OutcomeLog(keys=KEYS, retention_seconds=3600)
+    now = now_ms()
+    placed: list[tuple[int, str]] = []
+    for n in range(300):
+        made = now - 20 - n * 7
+        job_id = new_job_id(at_ms=made)
+        record = {"jobId": job_id, "jobName": "emailJob", "queue": ("default", "other")[n % 2], "state": RUNNING}
+        if n % 4 == 0:
+            record["error"] = PACKED_ERRORS[n % 3]
+        redis_client.hset(KEYS.job(job_id), mapping=record)
+        assert redis_client.execute_command(
+            *log.succeeded(job_id=job_id, job_name="emailJob", duration_ms=1, at_ms=now)
+        )
+        records[job_id] = {**record, "state": SUCCEEDED}
+        placed.append((packed.entry_score(job_id), job_id))
+    f = reads.JobFilter(**given)
+    index = KEYS.state_index(given.get("state") or "all")
+    entries = [(int(s), m.decode()) for m, s in redis_client.zrevrange(index, 0, -1, withscores=True)]
+    wanted = [
+        job_id
+        for _, job_id in sorted([*entries, *placed], key=lambda e: (e[0], e[1].encode()), reverse=True)
+        if job_id in records
+        and (not f.queue or records[job_id]["queue"] == f.queue)
+        and (not f.error_text or f.error_text.lower() in records[job_id].get("error", "\0").lower())
+    ]
+
+    async def walk(api: Any) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        for _ in range(400):
+            page = await reads.list_jobs(api, reads.JobFilter(**given, cursor=cursor), limit=20)
+            seen += [job["jobId"] for job in page.jobs]
+            if page.next_cursor is None:
+                return seen
+            cursor = reads.parse_cursor(page.next_cursor)
+        raise AssertionError("no last page")
+
+    assert _with_api(redis_server, walk) == wanted
