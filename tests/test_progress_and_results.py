@@ -10,7 +10,7 @@ import pytest
 
 from app.keys import Keys
 from tests.support.flow_log import release_key
-from tests.support.services import Stack, running_redis, wait_until
+from tests.support.services import Stack, shared_stack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -20,16 +20,8 @@ ENV = {"JOB_MODULES": "tests.support.progress_jobs", "RESULT_MAX_BYTES": "1024"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One API and worker for the module: each test reads only the job it enqueued."""
-    tmp = tmp_path_factory.mktemp("progress")
-    with running_redis(tmp / "redis", appendonly=True) as redis_server:
-        processes = Stack(redis_server, tmp)
-        try:
-            _, base = processes.api(**ENV)
-            processes.worker(processes=1, threads=2, **ENV)
-            processes.client(base)
-            yield processes
-        finally:
-            processes.discard_all()
+    with shared_stack(tmp_path_factory.mktemp("progress"), threads=2, **ENV) as processes:
+        yield processes
 
 
 def _started(stack: Stack) -> Any:

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.support import flow_log
-from tests.support.services import Stack, running_redis, wait_until
+from tests.support.services import Stack, shared_stack, wait_until
 
 FLOW = {"JOB_MODULES": "tests.support.flow_jobs"}
 RACES = 200
@@ -23,16 +23,8 @@ READONLY_KEY = "read-only-key-0123456789"
 @pytest.fixture(scope="module")
 def flow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One API and worker for both tests: each reads only the jobs it enqueued."""
-    tmp = tmp_path_factory.mktemp("cancel")
-    with running_redis(tmp / "redis", appendonly=True) as redis_server:
-        stack = Stack(redis_server, tmp)
-        try:
-            _, base = stack.api(**FLOW, API_READONLY_KEY=READONLY_KEY)
-            stack.worker(processes=1, threads=8, **FLOW)
-            stack.client(base)
-            yield stack
-        finally:
-            stack.discard_all()
+    with shared_stack(tmp_path_factory.mktemp("cancel"), threads=8, **FLOW, API_READONLY_KEY=READONLY_KEY) as stack:
+        yield stack
 
 
 @pytest.fixture

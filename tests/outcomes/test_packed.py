@@ -305,13 +305,6 @@ def test_a_repeated_success_changes_nothing(redis_client: redis.Redis) -> None:
 
 # ----- JobStore on packed records -----
 @pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
 def store(redis_server: RedisServer, loop: asyncio.AbstractEventLoop) -> Iterator[JobStore]:
     client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=5)
     yield JobStore(client=client, keys=KEYS, log=LOG, enqueuer=ENQUEUER)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
@@ -29,13 +28,6 @@ ENQUEUER = Enqueuer(registry=any_registry(), keys=KEYS, log=LOG, settings=Settin
 
 def make_store(client: Any) -> JobStore:
     return JobStore(client=client, keys=KEYS, log=LOG, enqueuer=ENQUEUER)
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 @pytest.fixture

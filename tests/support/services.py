@@ -311,3 +311,18 @@ def running_redis(directory: Path, **kwargs: Any) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop(kill=True)
+
+
+@contextlib.contextmanager
+def shared_stack(directory: Path, *, threads: int, **env: str) -> Iterator[Stack]:
+    """One API (with a client) and one worker process on their own redis-server, for the tests of a
+    module that each read only the jobs they enqueued; discarded at the end."""
+    with running_redis(directory / "redis", appendonly=True) as redis_server:
+        stack = Stack(redis_server, directory)
+        try:
+            _, base = stack.api(**env)
+            stack.worker(processes=1, threads=threads, **{k: v for k, v in env.items() if not k.startswith("API_")})
+            stack.client(base)
+            yield stack
+        finally:
+            stack.discard_all()
