@@ -155,12 +155,6 @@ async def get(client: redis.asyncio.Redis, keys: Keys, job_id: str) -> dict[str,
     return None if packed is None else unpack(packed, job_id)
 
 
-async def count(client: redis.asyncio.Redis, keys: Keys) -> int:
-    """How many packed records there are (the buckets expired since their last record count until
-    the next succeeded write or cleanup takes them off)."""
-    return int(await client.hget(keys.succeeded_sizes(), TOTAL_FIELD) or 0)
-
-
 #: Buckets read per round trip while listing.
 BUCKETS_AT_ONCE = 4
 
