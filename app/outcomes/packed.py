@@ -170,12 +170,15 @@ async def page(
     budget: int = 10_000,
     since_ms: int | None = None,
     until_ms: int | None = None,
+    above: tuple[int, str] | None = None,
 ) -> Page:
     """Packed records newest first (by their ids' time), from just below the place `below`, those
     `keep` accepts (given the fields as unpack_fields reads them), until `limit` are found or
     `budget` records were examined. `since_ms` and `until_ms` bound the ids' time. `must_contain`:
     texts (lowercase) that a record `keep` can accept has in its packed form, lowercased (see
-    `packed_texts`): the others are passed over unread."""
+    `packed_texts`): the others are passed over unread. `above`: a place the caller's page ends at
+    anyway (another listing already has a page full down to it): records below it are not read, and
+    the page reports it as its frontier."""
     wanted = [text.encode() for text in must_contain]
     top = "+inf" if below is None else _bucket_of_score(below[0])
     if until_ms is not None:
@@ -201,6 +204,8 @@ async def page(
                     continue
                 if not _within(place[0], since_ms, until_ms):
                     continue
+                if above is not None and place < above:
+                    return Page(entries, True, above, examined)
                 examined += 1
                 last = place
                 if wanted and not all(text in packed.lower() for text in wanted):

@@ -68,12 +68,14 @@ class JobStore:
         Succeeded jobs (all, or of no state given) come from their packed records, placed by their
         ids' time, merged with the index's entries."""
         index = self.keys.state_index(state or "all", job_name)
-        streams = [await self._index_page(index, limit, cursor)]
+        listed, frontier = await self._index_page(index, limit, cursor)
+        streams = [(listed, frontier)]
         if state in (None, SUCCEEDED):
             found = await packed.page(
                 self.client, self.keys, below=cursor, limit=limit,
                 keep=lambda record: job_name in (None, record.get("jobName")),
                 must_contain=packed.packed_texts(job_name),
+                above=listed[limit - 1][0] if len(listed) >= limit else None,  # the page ends there anyway
             )  # fmt: skip
             streams.append(([(e.place, public(e.record)) for e in found.entries], found.last if found.more else None))
         records, next_place = packed.merge(streams, limit)

@@ -250,6 +250,7 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
     index = api.keys.state_index(f.state or "all", f.job_name)
     top, low = _bounds(f)
     with_packed = f.state in (None, SUCCEEDED)
+    exact = scan_needle(f.error_text)[1]
     async with deadline():
         async with api.client.pipeline(transaction=False) as pipeline:
             pipeline.zcount(index, low, top)
@@ -264,29 +265,30 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
                 for job_id in scan.ids:
                     pipeline.hmget(api.keys.job(job_id), *LIST_FIELDS)
                 values = await pipeline.execute()
+        listed = []
+        for place, row in zip(scan.places, values, strict=True):
+            raw = {name: value for name, value in zip(LIST_FIELDS, row, strict=True) if value is not None}
+            if raw:  # else its record expired since the scan (or it succeeded, and is among the packed)
+                record = decode_record(raw)
+                if not exact and not error_matches(f.error_text, record.get("error")):
+                    continue
+                listed.append((place, _listed(record)))
         found = None
         if with_packed:
+            # A page full from the index ends at its last match: packed records below it are not read.
+            above = listed[limit - 1][0] if len(listed) >= limit else None
             found = await packed.page(
                 api.client, api.keys, below=f.cursor, limit=limit, keep=lambda record: _packed_matches(f, record),
                 must_contain=packed.packed_texts(f.job_name, f.queue, f.error_text),
-                budget=SCAN_LIMIT, since_ms=f.since_ms, until_ms=f.until_ms,
+                budget=SCAN_LIMIT, since_ms=f.since_ms, until_ms=f.until_ms, above=above,
             )  # fmt: skip
             total += int(replies[2] or 0) if f.since_ms is None and f.until_ms is None else found.examined
-    exact = scan_needle(f.error_text)[1]
-    listed = []
-    for place, row in zip(scan.places, values, strict=True):
-        raw = {name: value for name, value in zip(LIST_FIELDS, row, strict=True) if value is not None}
-        if raw:  # else its record expired since the scan (or it succeeded, and is among the packed)
-            record = decode_record(raw)
-            if not exact and not error_matches(f.error_text, record.get("error")):
-                continue
-            listed.append((place, _listed(record)))
     streams = [(listed, scan.last if scan.stop else None)]
     if found is not None:
         streams.append(([(e.place, _listed(e.record)) for e in found.entries], found.last if found.more else None))
     jobs, next_place = packed.merge(streams, limit)
     examined = scan.examined + (found.examined if found else 0)
-    capped = scan.stop == SCAN_BUDGET_SPENT or (found is not None and found.more and len(found.entries) < limit)
+    capped = scan.stop == SCAN_BUDGET_SPENT or (found is not None and found.examined >= SCAN_LIMIT)
     return JobPage(jobs, _cursor(next_place), total, examined, capped)
 
 

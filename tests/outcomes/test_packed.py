@@ -362,6 +362,21 @@ def test_a_listing_merges_index_entries_with_packed_records_newest_first(
     assert walk(loop, store, limit=limit, state="queued") == expected(lambda name, state: state == "queued")
 
 
+def test_a_page_reads_no_record_below_where_the_page_ends_anyway(
+    loop: asyncio.AbstractEventLoop, store: JobStore, mixed: list[tuple[str, str, str]]
+) -> None:
+    succeeded = [job_id for job_id, _, state in mixed if state == SUCCEEDED]
+    above = (packed.entry_score(succeeded[4]), succeeded[4])
+    found = loop.run_until_complete(packed.page(store.client, KEYS, below=None, limit=50, above=above))
+    # Down to `above` (in a listing, the place of another listing's entry) and not one further.
+    assert [entry.job_id for entry in found.entries] == succeeded[:5]
+    assert (found.more, found.last, found.examined) == (True, above, 5)
+    # Nothing below: the page ends as if `above` were not given.
+    oldest = (packed.entry_score(succeeded[-1]) - 1, "")
+    found = loop.run_until_complete(packed.page(store.client, KEYS, below=None, limit=50, above=oldest))
+    assert ([entry.job_id for entry in found.entries], found.more) == (succeeded, False)
+
+
 def test_get_and_delete_read_and_remove_a_packed_record(
     loop: asyncio.AbstractEventLoop, store: JobStore, redis_client: redis.Redis
 ) -> None:
