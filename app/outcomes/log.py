@@ -283,6 +283,7 @@ class OutcomeLog:
         attempt: int | None = None,
         started: bool = False,
         uncounted: bool = False,
+        delivery: int | None = None,
         result_json: str = "",
     ) -> Command:
         """The attempt succeeded: its record is packed into its bucket (packed.py). `attempt` is
@@ -291,7 +292,9 @@ class OutcomeLog:
         running job in another index: a requeue takes finished jobs only). `uncounted`: its
         `running` could not be written, so this write counts the execution. `result_json`: what
         the job returned ('' for none), in the same write. `queue`: the job's, for a record that
-        is gone (expired, or lost with a Redis that restarted empty)."""
+        is gone (expired, or lost with a Redis that restarted empty). `delivery`: which delivery
+        of the attempt this run was, when known: its `running` was sent but not waited for, so
+        the record tells whether it counted the execution (if not, this write does)."""
         keys = self.keys
         left = (RUNNING,) if started else (RUNNING, QUEUED, RETRYING)
         indexes = [*self._indexes(job_name, left), keys.all_index(), keys.all_index(job_name)]
@@ -301,7 +304,8 @@ class OutcomeLog:
             keys.succeeded_buckets(), keys.succeeded_sizes(), *indexes, counts,
             job_id, duration_ms, at_ms, self.retention_of(SUCCEEDED), bucket_of(job_id), self.caps.get(SUCCEEDED, 0),
             job_name, queue, int(started), int(uncounted), "" if attempt is None else attempt,
-            keys.succeeded_bucket_prefix(), job_id_time_ms(job_id) or 0, *((result_json,) if result_json else ()),
+            keys.succeeded_bucket_prefix(), job_id_time_ms(job_id) or 0, "" if delivery is None else delivery,
+            *((result_json,) if result_json else ()),
         )  # fmt: skip
 
     def progress(self, *, job_id: str, attempt: int, value: float, message: str, at_ms: int) -> Command:

@@ -294,6 +294,30 @@ def test_one_write_drops_a_few_buckets_at_most(redis_client: redis.Redis) -> Non
     assert listed_buckets(redis_client) == [packed.bucket_of(newest)] and total(redis_client) == 2
 
 
+@pytest.mark.parametrize("started_before", [0, 1, 2])
+def test_a_success_counts_the_execution_its_start_has_not_counted(
+    redis_client: redis.Redis, started_before: int
+) -> None:
+    # The worker sends a start without waiting: the success may land first (its start still being
+    # sent again after Redis blinked), and a start that lands after it changes nothing. With the
+    # delivery known, the record tells: this run is counted once, by whichever write counts it.
+    job_id = new_job_id(at_ms=AT)
+    enqueue(redis_client, job_id)
+    # `started_before` starts of attempt 1 landed: earlier deliveries (workers killed mid-job), and
+    # for 2 also this one, the second delivery.
+    for _ in range(started_before):
+        redis_client.execute_command(
+            *LOG.running(job_id=job_id, job_name="aJob", queue="default", attempt=1, at_ms=AT + 10)
+        )
+    assert succeed(redis_client, job_id, attempt=1, delivery=2, queue="default") == 1
+    late_start = LOG.running(job_id=job_id, job_name="aJob", queue="default", attempt=1, at_ms=AT + 20)
+    assert redis_client.execute_command(*late_start) == 0  # changes nothing: the record is packed
+    fields = packed.unpack_fields(redis_client.hget(packed.bucket_key(KEYS, job_id), job_id), job_id)
+    # 0: only this run, counted by the success; 1: the killed first delivery and this run; 2: both
+    # counted by their starts, so not by the success.
+    assert fields["executions"] == {0: 1, 1: 2, 2: 2}[started_before]
+
+
 def test_a_repeated_success_changes_nothing(redis_client: redis.Redis) -> None:
     job_id = new_job_id(at_ms=AT)
     succeed(redis_client, job_id, result_json='"first"')

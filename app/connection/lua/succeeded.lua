@@ -5,8 +5,8 @@
 -- ARGV: job id, duration (ms), at (ms), retention (s), the bucket, the cap on succeeded records
 -- (0: none), job name, queue, '1' if it started (its `running` was written), '1' if its execution
 -- is not counted yet (its `running` could not be written), the attempt ('' if unknown), what
--- bucket keys start with, the time its id carries (ms; 0 if none), and optionally the job's
--- result as JSON.
+-- bucket keys start with, the time its id carries (ms; 0 if none), which delivery of the attempt
+-- this run was ('' if unknown), and optionally the job's result as JSON.
 local record, bucket_key, buckets, sizes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local counts = KEYS[#KEYS]
 local id, at, bucket, prefix = ARGV[1], ARGV[3], ARGV[5], ARGV[12]
@@ -21,10 +21,18 @@ if ARGV[9] ~= '1' then
 end
 fields.jobName = fields.jobName or ARGV[7]
 if ARGV[8] ~= '' then fields.queue = fields.queue or ARGV[8] end  -- '' (unknown) leaves it absent
+-- Whether this run's execution is counted already: its `running` is not waited for by the worker,
+-- and one that lands after this write changes nothing (the record is packed), so the record
+-- decides when the delivery is known: counted if it shows this attempt running in this delivery.
+local counted = ARGV[10] ~= '1'
+if counted and ARGV[14] ~= '' and ARGV[11] ~= '' then
+  counted = fields.state == '$RUNNING' and fields.attempts == ARGV[11]
+    and tonumber(fields.deliveries or '0') >= tonumber(ARGV[14])
+end
 fields.state, fields.durationMs, fields.finishedAt, fields.updatedAt, fields.deliveries = '$SUCCEEDED', ARGV[2], at, at, '0'
-if ARGV[10] == '1' then fields.executions = tostring(tonumber(fields.executions or '0') + 1) end
+if not counted then fields.executions = tostring(tonumber(fields.executions or '0') + 1) end
 if ARGV[11] ~= '' then fields.attempts = ARGV[11] end
-if ARGV[14] then fields.result = ARGV[14] end
+if ARGV[15] then fields.result = ARGV[15] end
 redis.call('HSET', bucket_key, id, pack_record(fields, tonumber(ARGV[13])))
 redis.call('EXPIRE', bucket_key, ARGV[4])
 redis.call('DEL', record)
