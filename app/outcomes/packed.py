@@ -81,6 +81,21 @@ def prune_command(keys: Keys, *, older_than_ms: int, offset: int = 0) -> tuple[A
     )  # fmt: skip
 
 
+COUNT_BUCKETS_SCRIPT = lua("count_buckets")
+#: A count of the records in a time range adds up the sizes of this many buckets at most (each is
+#: a second's: 10,000 is close to 3 hours at every second's bucket in use), in a few ms of Redis.
+COUNT_AT_MOST = 10_000
+
+
+def count_command(keys: Keys, *, since_ms: int | None, until_ms: int | None) -> tuple[Any, ...]:
+    """One call counting the records of the buckets of ids made from `since_ms` to `until_ms` (to
+    the second: a bucket at either end counts whole). Its reply: the count, and 1 if the range
+    held more than COUNT_AT_MOST buckets (the count is then of the oldest of them: a lower bound)."""
+    low = "-inf" if since_ms is None else since_ms // BUCKET_MS
+    high = "+inf" if until_ms is None else until_ms // BUCKET_MS
+    return ("EVAL", COUNT_BUCKETS_SCRIPT, 2, keys.succeeded_buckets(), keys.succeeded_sizes(), low, high, COUNT_AT_MOST)
+
+
 def bucket_of(job_id: str) -> int:
     """The bucket of a job's packed record: the second its id was made in (0 for an id that does
     not carry its time: an older random one)."""

@@ -170,6 +170,10 @@ class JobPage:
     total: int
     scanned: int = 0
     scan_capped: bool = False
+    #: `total` is a lower bound (a time range of more buckets than one count adds up).
+    total_at_least: bool = False
+    #: `total` leaves the succeeded jobs out (they are counted per second, not per job type).
+    succeeded_uncounted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -250,15 +254,24 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
     index = api.keys.state_index(f.state or "all", f.job_name)
     top, low = _bounds(f)
     with_packed = f.state in (None, SUCCEEDED)
+    count_packed = with_packed and not f.job_name
+    timed = f.since_ms is not None or f.until_ms is not None
     exact = scan_needle(f.error_text)[1]
     async with deadline():
         async with api.client.pipeline(transaction=False) as pipeline:
             pipeline.zcount(index, low, top)
             pipeline.eval(*_scan_args(api, index, f, top, low, f.cursor, want=limit, budget=SCAN_LIMIT))
-            if with_packed:
+            # The packed records are counted per bucket (a second), not per job type.
+            if count_packed and not timed:
                 pipeline.hget(api.keys.succeeded_sizes(), packed.TOTAL_FIELD)
+            elif count_packed:
+                run_commands(pipeline, [packed.count_command(api.keys, since_ms=f.since_ms, until_ms=f.until_ms)])
             replies: list[Any] = await pipeline.execute()
         total, scan = int(replies[0]), Scan.parse(replies[1])
+        at_least = False
+        if count_packed:
+            packed_count, capped_count = replies[2] if timed else (replies[2] or 0, 0)
+            total, at_least = total + int(packed_count), bool(int(capped_count))
         values: list[Any] = []
         if scan.ids:
             async with api.client.pipeline(transaction=False) as pipeline:
@@ -282,14 +295,16 @@ async def list_jobs(api: Api, f: JobFilter, *, limit: int = PAGE) -> JobPage:
                 must_contain=packed.packed_texts(f.job_name, f.queue, f.error_text),
                 budget=SCAN_LIMIT, since_ms=f.since_ms, until_ms=f.until_ms, above=above,
             )  # fmt: skip
-            total += int(replies[2] or 0) if f.since_ms is None and f.until_ms is None else found.examined
     streams = [(listed, scan.last if scan.stop else None)]
     if found is not None:
         streams.append(([(e.place, _listed(e.record)) for e in found.entries], found.last if found.more else None))
     jobs, next_place = packed.merge(streams, limit)
     examined = scan.examined + (found.examined if found else 0)
     capped = scan.stop == SCAN_BUDGET_SPENT or (found is not None and found.examined >= SCAN_LIMIT)
-    return JobPage(jobs, _cursor(next_place), total, examined, capped)
+    return JobPage(
+        jobs, _cursor(next_place), total, examined, capped, total_at_least=at_least,
+        succeeded_uncounted=with_packed and not count_packed,
+    )  # fmt: skip
 
 
 def _listed(record: dict[str, Any]) -> dict[str, Any]:

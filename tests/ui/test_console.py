@@ -184,6 +184,11 @@ def test_a_failing_webhook_appears_as_failed_with_its_traceback(console: Console
     assert page.locator(f"tr[data-job='{job_id}']").count() == 1
     assert_accessible(page)
     screenshot(page, "jobs")
+    # A count that cannot hold the succeeded jobs says so.
+    page.goto("/ui/jobs?jobName=webhookJob")
+    assert "not counting the succeeded ones" in page.inner_text("#count")
+    page.goto("/ui/jobs?since=1h")
+    assert "not counting" not in page.inner_text("#count")
 
 
 def test_the_timeline_lists_each_attempt_with_its_worker_and_error(console: Console, page: Any) -> None:

@@ -184,3 +184,38 @@ def test_pages_merge_packed_succeeded_records_with_the_index(
         raise AssertionError("no last page")
 
     assert _with_api(redis_server, walk) == wanted
+
+
+def test_the_count_of_a_listing_holds_its_packed_records_in_the_time_range(
+    redis_server: RedisServer, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 succeeded jobs packed in buckets 10 s apart (3 a bucket) and 5 failed ones in the index.
+    log = OutcomeLog(keys=KEYS, retention_seconds=3600)
+    now = now_ms()
+    for n in range(30):
+        job_id = new_job_id(at_ms=now - 1_000 - (n // 3) * 10_000)
+        job_name = ("emailJob", "webhookJob")[n % 2]
+        redis_client.hset(KEYS.job(job_id), mapping={"jobId": job_id, "jobName": job_name, "state": RUNNING})
+        assert redis_client.execute_command(*log.succeeded(job_id=job_id, job_name=job_name, duration_ms=1, at_ms=now))
+    for _ in range(5):
+        job_id = new_job_id(at_ms=now - 500)
+        for index in (KEYS.state_index(FAILED), KEYS.all_index()):
+            redis_client.zadd(index, {job_id: index_score(now - 500)})
+
+    def count(**given: Any) -> tuple[int, bool, bool]:
+        async def read(api: Any) -> reads.JobPage:
+            return await reads.list_jobs(api, reads.JobFilter(**given), limit=5)
+
+        page = _with_api(redis_server, read)
+        return page.total, page.total_at_least, page.succeeded_uncounted
+
+    assert count() == (35, False, False)
+    assert count(state=SUCCEEDED) == (30, False, False)
+    # The last 25 s: the buckets of 2 s, 12 s and 22 s ago (to the second), and the failed ones.
+    assert count(since_ms=now - 25_000) == (9 + 5, False, False)
+    assert count(state=SUCCEEDED, since_ms=now - 25_000, until_ms=now - 5_000) == (6, False, False)
+    # More buckets in the range than one count adds up: a lower bound, said so.
+    monkeypatch.setattr(packed, "COUNT_AT_MOST", 4)
+    assert count(state=SUCCEEDED, since_ms=now - 3_600_000) == (12, True, False)
+    # Per job type: the packed ones are not counted (their counts are per second), and that is said.
+    assert count(job_name="emailJob") == (0, False, True)
