@@ -28,7 +28,7 @@ from app.api.operations import OPERATIONS
 from app.api.queue_metrics import QueueCollector
 from app.broker.enqueue import Enqueuer
 from app.connection.api_writes import WriteBatcher
-from app.connection.clients import describe, make_async_client, make_client
+from app.connection.clients import describe, make_async_client, make_client, refuse_cluster_async
 from app.errors import SettingsError, shown
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
@@ -105,8 +105,9 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        logger.info("API ready; Redis at %s", describe(settings))
         try:
+            await refuse_cluster_async(client, settings)
+            logger.info("API ready; Redis at %s", describe(settings))
             yield
         finally:
             await client.aclose()

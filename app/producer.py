@@ -21,7 +21,7 @@ import redis
 
 from app.broker.enqueue import JOB_REQUEST_FIELDS, Enqueuer
 from app.connection.atomic import Started, start_atomically
-from app.connection.clients import make_client
+from app.connection.clients import make_client, refuse_cluster
 from app.connection.commands import Command, coalesce
 from app.errors import BrokerUnavailable, InvalidJobData, SettingsError, UnknownJob
 from app.jobs import JobRegistry, load_job_types
@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     client = make_client(settings)
+    try:
+        refuse_cluster(client, settings)
+    except SettingsError as error:
+        client.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     keys = Keys(namespace=settings.namespace)
     log = OutcomeLog.for_settings(keys, settings)
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)

@@ -23,7 +23,7 @@ from periodiq import PeriodiqMiddleware
 
 from app.broker.broker import TaskQueueBroker
 from app.broker.enqueue import Enqueuer
-from app.connection.clients import make_client
+from app.connection.clients import make_client, refuse_cluster
 from app.connection.worker_writes import WorkerWrites
 from app.jobs import JobContext, JobRegistry, JobType
 from app.keys import Keys
@@ -161,6 +161,7 @@ def start(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
     configure_logging(settings)
     schedules = load_schedules(settings, registry)
     broker = create_broker(settings, registry)
+    refuse_cluster(broker.client, settings)
     dramatiq.set_broker(broker)
     bind(registry, broker)
     bind_schedules(schedules, broker)

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
 from app.connection.commands import Command, run_commands
-from app.errors import BrokerUnavailable
+from app.errors import BrokerUnavailable, SettingsError
 from app.settings import REDIS_CONNECT_TIMEOUT_S, Settings, redact_url
 
 #: What a Redis that is down, restarting or unreachable raises; and a write that reached a master
@@ -140,6 +140,41 @@ def describe(settings: Settings) -> str:
         db = redis.connection.parse_url(settings.redis_url).get("db", 0)
         return f"the master {settings.redis_sentinel_master!r} of sentinels {sentinels} (db {db})"
     return redact_url(settings.redis_url.split("?")[0])
+
+
+#: What every component says when its Redis is a node of a Redis Cluster (README: Redis Cluster).
+CLUSTER_REFUSED = (
+    "Redis at {where} is a node of a Redis Cluster (cluster_enabled:1), and taskqueue does not run on "
+    "Redis Cluster yet: its scripts take keys of several hash slots at once. Point REDIS_URL at a "
+    "standalone Redis, or REDIS_SENTINELS at a Sentinel group (README: Redis Sentinel)."
+)
+
+
+def _cluster_refusal(info: Mapping[str, Any], settings: Settings) -> SettingsError | None:
+    return SettingsError(CLUSTER_REFUSED.format(where=describe(settings))) if info.get("cluster_enabled") else None
+
+
+def refuse_cluster(client: redis.Redis, settings: Settings) -> None:
+    """SettingsError if Redis answers as a node of a Redis Cluster. A Redis that does not answer
+    (or refuses INFO) passes: an outage at start is waited out like any other."""
+    try:
+        info = client.info("cluster")
+    except (*REDIS_DOWN_ERRORS, redis.RedisError):
+        return
+    refusal = _cluster_refusal(info, settings)
+    if refusal is not None:
+        raise refusal
+
+
+async def refuse_cluster_async(client: redis.asyncio.Redis, settings: Settings) -> None:
+    """`refuse_cluster` for the API's client."""
+    try:
+        info = await client.info("cluster")
+    except (*REDIS_DOWN_ERRORS, redis.RedisError):
+        return
+    refusal = _cluster_refusal(info, settings)
+    if refusal is not None:
+        raise refusal
 
 
 def unavailable(error: BaseException) -> BrokerUnavailable:

@@ -69,10 +69,13 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A private redis-server on a free loopback port, optionally with AOF; can be restarted."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, appendonly: bool = False, password: str | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.directory = directory
         self.appendonly = appendonly
         self.password = password
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -105,6 +108,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._ping, timeout=20, message=f"redis-server on port {self.port}")
         return self
