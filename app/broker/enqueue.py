@@ -53,10 +53,9 @@ class Enqueuer:
     keys: Keys
     log: OutcomeLog
     settings: Settings
-    #: The enqueue script's arguments that all jobs of one type and queue share: built once.
-    _shared: dict[tuple[str, str, str, str], tuple[tuple[Any, ...], ...]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    #: The enqueue script's group headers (what the jobs of one type, list and priority share),
+    #: by (list's queue, job type, queue, priority): built once.
+    _groups: dict[tuple[str, str, str, str], tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def message(
         self,
@@ -225,25 +224,19 @@ class Enqueuer:
             return stored, None
         job_id, job_name = stored.message_id, stored.actor_name
         level = stored.options.get(PRIORITY, DEFAULT_PRIORITY)
-        shared = self._shared.get((target, job_name, queue, level))
-        if shared is None:
+        group = self._groups.get((target, job_name, queue, level))
+        if group is None:
             keys = self.keys
-            message_keys = (keys.queue_messages(target), self.list_of(stored))
-            wakeup = (keys.wakeup(target), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS)
-            shared = self._shared[(target, job_name, queue, level)] = (
-                message_keys,
-                wakeup,
-                self.log.new_job_keys(job_name, queue),
-            )
-        message_keys, wakeup, record_keys = shared
-        # The block's layout: app/connection/lua/enqueue_jobs.lua.
+            group = self._groups[(target, job_name, queue, level)] = (
+                "g", keys.queue_messages(target), self.list_of(stored), keys.wakeup(target), WAKEUP_TOKENS,
+                WAKEUP_TTL_SECONDS, *self.log.new_job_group(job_name, queue, level),
+            )  # fmt: skip
+        # The layout of a group and of a job: app/connection/lua/enqueue_jobs.lua.
         block = [
-            *message_keys, options["redis_message_id"], encode(stored), *wakeup,
-            self.keys.job(job_id), index_score(at_ms, sequence), *record_keys,
-            *self.log.queued_values(
-                job_id=job_id, job_name=job_name, queue=queue, max_retries=self.max_retries_of(stored),
-                data_json=COMPACT_JSON.encode(job_data(stored)), at_ms=at_ms,
-                run_at_ms=runnable_at if delay_ms else None, priority=level,
+            *group, "j", options["redis_message_id"], encode(stored), index_score(at_ms, sequence),
+            *self.log.new_job_values(
+                job_id=job_id, max_retries=self.max_retries_of(stored), data_json=COMPACT_JSON.encode(job_data(stored)),
+                at_ms=at_ms, run_at_ms=runnable_at if delay_ms else None,
             ),
         ]  # fmt: skip
         return stored, block

@@ -60,31 +60,37 @@ def _pack_args(args: Sequence[Any]) -> str:
     return "".join(parts)
 
 
-#: Scripts whose ARGV is a run of fixed-size blocks, one per item, and that take no KEYS: calls
-#: of one such script merge into one call (see `coalesce`).
-_BLOCK_SCRIPTS: set[str] = set()
+#: Scripts whose ARGV is a run of items that take no KEYS: calls of one such script merge into
+#: one call (see `coalesce`). Script -> the size of the header a call starts with (what its items
+#: share), sent once for a run of calls with the same header.
+_BLOCK_SCRIPTS: dict[str, int] = {}
 
 
-def block_script(script: str) -> str:
-    """Declare `script` a block script (see `coalesce`); returns it."""
-    _BLOCK_SCRIPTS.add(script)
+def block_script(script: str, *, header: int = 0) -> str:
+    """Declare `script` a block script whose calls start with a header of `header` values (see
+    `coalesce`); returns it."""
+    _BLOCK_SCRIPTS[script] = header
     return script
 
 
 def coalesce(commands: Sequence[Command]) -> list[Command]:
-    """The same commands with each run of calls of one block script merged into one call: the
-    new jobs of concurrent requests or of a bulk batch cost one call, a few arguments each.
-    Other commands stay as they are."""
+    """The same commands with each run of calls of one block script merged into one call, a
+    header repeated from the call before left out: the new jobs of concurrent requests or of a
+    bulk batch cost one call, a few arguments each. Other commands stay as they are."""
     out: list[Command] = []
     run: list[Any] | None = None  # the merged call being built
+    last_header: tuple[Any, ...] = ()
     for command in commands:
-        if command[0] == "EVAL" and command[1] in _BLOCK_SCRIPTS:
+        size = _BLOCK_SCRIPTS.get(command[1]) if command[0] == "EVAL" else None
+        if size is not None:
+            header = command[3 : 3 + size]
             if run is not None and run[1] == command[1]:
-                run += command[3:]
-                continue
-            if run is not None:
-                out.append(tuple(run))
-            run = list(command)
+                run += command[3 + size :] if header == last_header else command[3:]
+            else:
+                if run is not None:
+                    out.append(tuple(run))
+                run = list(command)
+            last_header = header
             continue
         if run is not None:
             out.append(tuple(run))

@@ -60,11 +60,19 @@ PROGRESS_SCRIPT = lua("progress", **_STATE_NAMES)
 CANCEL_SCRIPT = lua("cancel", QUEUED=QUEUED, RETRYING=RETRYING, **_STATE_NAMES)
 UNLESS_SUPERSEDED = lua("run_commands", "append_history", "unless_superseded", MAX_HISTORY=MAX_HISTORY, **_STATE_NAMES)
 
-#: Values before the record's fields in a block of the enqueue script (see enqueue_jobs.lua).
-ENQUEUE_BLOCK_HEAD = 16
-ENQUEUE_BLOCK = ENQUEUE_BLOCK_HEAD + len(NEW_JOB_FIELDS)
-_ENQUEUE_VALUES = {"FIELDS": lua_list(NEW_JOB_FIELDS), "BLOCK": ENQUEUE_BLOCK}
-ENQUEUE_SCRIPT = block_script(lua("wake_up", "enqueue_jobs", "enqueue", **_ENQUEUE_VALUES))
+#: A new job's record fields that every job of a group shares (one job type on one list: its
+#: name, queue and priority, and the counts a new job starts at), and those of each job.
+GROUP_FIELDS = ("jobName", "queue", "state", "attempts", "deliveries", "priority", "executions")
+JOB_FIELDS = ("jobId", "maxRetries", "enqueuedAt", "data", "updatedAt", "runAt")
+assert sorted((*GROUP_FIELDS, *JOB_FIELDS)) == sorted(NEW_JOB_FIELDS) and JOB_FIELDS[0] == "jobId"
+#: Values of a group's header and of a job in the enqueue script's ARGV (see enqueue_jobs.lua).
+ENQUEUE_GROUP = 14 + len(GROUP_FIELDS)
+ENQUEUE_JOB = 4 + len(JOB_FIELDS)
+_ENQUEUE_VALUES = {
+    "GROUP_FIELDS": lua_list(GROUP_FIELDS), "JOB_FIELDS": lua_list(JOB_FIELDS), "GROUP": ENQUEUE_GROUP,
+    "JOB": ENQUEUE_JOB,
+}  # fmt: skip
+ENQUEUE_SCRIPT = block_script(lua("wake_up", "enqueue_jobs", "enqueue", **_ENQUEUE_VALUES), header=ENQUEUE_GROUP)
 ENQUEUE_ONCE_SCRIPT = lua("wake_up", "enqueue_jobs", "enqueue_once", **_ENQUEUE_VALUES)
 SCHEDULE_RUN_SCRIPT = lua("wake_up", "enqueue_jobs", "schedule_run", **_ENQUEUE_VALUES)
 
@@ -132,15 +140,12 @@ class OutcomeLog:
         at_ms: int,
         run_at_ms: int | None = None,
         priority: str = DEFAULT_PRIORITY,
-        new: bool = True,
     ) -> list[Any]:
-        """The values of QUEUED_FIELDS (and of NEW_JOB_FIELDS when `new`), in order; '' leaves a
-        field out."""
-        values: list[Any] = [
+        """The values of QUEUED_FIELDS, in order; '' leaves a field out."""
+        return [
             job_id, job_name, queue, QUEUED, max_retries, at_ms, data_json, 0, 0, at_ms,
             "" if run_at_ms is None else run_at_ms, "" if priority == DEFAULT_PRIORITY else priority,
         ]  # fmt: skip
-        return [*values, 0] if new else values
 
     def requeued(
         self,
@@ -158,7 +163,7 @@ class OutcomeLog:
         record = self.keys.job(job_id)
         values = self.queued_values(
             job_id=job_id, job_name=job_name, queue=queue, max_retries=max_retries, data_json=data_json, at_ms=at_ms,
-            priority=priority, new=False,
+            priority=priority,
         )  # fmt: skip
         fields = [
             item for name, value in zip(QUEUED_FIELDS, values, strict=True) if value != "" for item in (name, value)
@@ -188,14 +193,25 @@ class OutcomeLog:
             ("EXPIRE", record, self.retention_seconds),
         ]
 
-    def new_job_keys(self, job_name: str, queue: str) -> tuple[Any, ...]:
-        """What the new jobs of one type share in their blocks of the enqueue script: the queued
-        and all indexes (global, per type), the enqueued count (hash, field), the retention."""
+    def new_job_group(self, job_name: str, queue: str, priority: str) -> tuple[Any, ...]:
+        """What the new jobs of one type, queue and priority share in a group's header of the
+        enqueue script, after its message and wake-up keys: the records' prefix, the queued and all
+        indexes (global, per type), the enqueued count (hash, field), the retention, and the values
+        of GROUP_FIELDS."""
         keys = self.keys
         return (
-            keys.state_index(QUEUED), keys.state_index(QUEUED, job_name), keys.all_index(), keys.all_index(job_name),
-            keys.enqueued_counts(), keys.enqueued_count_field(job_name, queue), self.retention_seconds,
+            keys.job_prefix(), keys.state_index(QUEUED), keys.state_index(QUEUED, job_name), keys.all_index(),
+            keys.all_index(job_name), keys.enqueued_counts(), keys.enqueued_count_field(job_name, queue),
+            self.retention_seconds,
+            job_name, queue, QUEUED, 0, 0, "" if priority == DEFAULT_PRIORITY else priority, 0,
         )  # fmt: skip
+
+    @staticmethod
+    def new_job_values(
+        *, job_id: str, max_retries: int, data_json: str, at_ms: int, run_at_ms: int | None = None
+    ) -> tuple[Any, ...]:
+        """A new job's values of JOB_FIELDS, in order ('' leaves a field out)."""
+        return (job_id, max_retries, at_ms, data_json, at_ms, "" if run_at_ms is None else run_at_ms)
 
     def running(self, *, job_id: str, job_name: str, queue: str, attempt: int, at_ms: int, worker: str = "") -> Command:
         """An attempt starts, run by `worker` (host:pid; '' if unknown); the call's reply counts how

@@ -1,12 +1,19 @@
 -- New jobs' enqueue: each job's message, wake-up, outcome record (state queued), index entries
--- and enqueued count. ARGV from `first` on is a run of blocks of $BLOCK values, one per job
--- (app/broker/enqueue.py builds them): the message hash, the queue, the redis id, the body; the
--- wake-up list, its tokens and ttl; the record, the index score, the queued and all indexes
--- (global, per job type), the enqueued counts hash and field, the retention; then the values of
--- the record's fields, in the order of NEW_JOB_FIELDS (an empty value leaves a field out).
--- What jobs share (the message hash, the queue, an index, a count) is written once per key, so
--- that calls of this script from concurrent requests merge into one.
-local FIELDS = {$FIELDS}
+-- and enqueued count. ARGV from `first` on (app/broker/enqueue.py builds it) is a run of groups,
+-- each a header of $GROUP values and the jobs that share it, $JOB values each.
+-- A group's header: 'g', the message hash, the list, the wake-up list with its tokens and ttl,
+-- what the records' keys start with, the queued and all indexes (global, per job type), the
+-- enqueued counts hash and field, the retention, then the values of GROUP_FIELDS.
+-- A job: 'j', the redis id, the body, the index score, then the values of JOB_FIELDS (the job id
+-- first). An empty value leaves a field out.
+-- What jobs share (the message hash, the queue, an index, a count) is written once per key, and a
+-- group's header is sent once for its jobs, so that calls of this script from concurrent requests
+-- merge into one with few values per job (app/connection/commands.py coalesce).
+local GROUP_FIELDS = {$GROUP_FIELDS}
+local JOB_FIELDS = {$JOB_FIELDS}
+local function first_job_id(first)
+  return ARGV[first + $GROUP + 4]
+end
 local function enqueue_jobs(first)
   local bodies, queues, indexes, counts, wakeups = {}, {}, {}, {}, {}
   local function append(t, key, a, b)
@@ -18,35 +25,46 @@ local function enqueue_jobs(first)
     values[#values + 1] = a
     if b ~= nil then values[#values + 1] = b end
   end
-  local jobs = 0
-  for i = first, #ARGV, $BLOCK do
-    jobs = jobs + 1
-    local redis_id, record, score, job_id = ARGV[i + 2], ARGV[i + 7], ARGV[i + 8], ARGV[i + 16]
-    append(bodies, ARGV[i], redis_id, ARGV[i + 3])
-    append(queues, ARGV[i + 1], redis_id)
-    local wakeup = wakeups[ARGV[i + 4]]
-    if wakeup == nil then
-      wakeups[ARGV[i + 4]] = {1, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])}
-    else
-      wakeup[1] = wakeup[1] + 1
-    end
-    local fields = {}
-    for f, name in ipairs(FIELDS) do
-      local value = ARGV[i + 15 + f]
-      if value ~= '' then
-        fields[#fields + 1] = name
-        fields[#fields + 1] = value
+  local jobs, i, g, shared = 0, first, nil, nil
+  while i <= #ARGV do
+    if ARGV[i] == 'g' then
+      g, shared = i, {}
+      for f, name in ipairs(GROUP_FIELDS) do
+        local value = ARGV[g + 13 + f]
+        if value ~= '' then
+          shared[#shared + 1] = name
+          shared[#shared + 1] = value
+        end
       end
+      if wakeups[ARGV[g + 3]] == nil then wakeups[ARGV[g + 3]] = {0, tonumber(ARGV[g + 4]), tonumber(ARGV[g + 5])} end
+      i = i + $GROUP
+    else
+      jobs = jobs + 1
+      local redis_id, score, job_id = ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
+      append(bodies, ARGV[g + 1], redis_id, ARGV[i + 2])
+      append(queues, ARGV[g + 2], redis_id)
+      local wakeup = wakeups[ARGV[g + 3]]
+      wakeup[1] = wakeup[1] + 1
+      local fields = {unpack(shared)}
+      for f, name in ipairs(JOB_FIELDS) do
+        local value = ARGV[i + 3 + f]
+        if value ~= '' then
+          fields[#fields + 1] = name
+          fields[#fields + 1] = value
+        end
+      end
+      local record = ARGV[g + 6] .. job_id
+      redis.call('HSET', record, unpack(fields))
+      redis.call('EXPIRE', record, ARGV[g + 13])
+      for k = g + 7, g + 10 do append(indexes, ARGV[k], score, job_id) end
+      local count = counts[ARGV[g + 11]]
+      if count == nil then
+        count = {}
+        counts[ARGV[g + 11]] = count
+      end
+      count[ARGV[g + 12]] = (count[ARGV[g + 12]] or 0) + 1
+      i = i + $JOB
     end
-    redis.call('HSET', record, unpack(fields))
-    redis.call('EXPIRE', record, ARGV[i + 15])
-    for k = i + 9, i + 12 do append(indexes, ARGV[k], score, job_id) end
-    local count = counts[ARGV[i + 13]]
-    if count == nil then
-      count = {}
-      counts[ARGV[i + 13]] = count
-    end
-    count[ARGV[i + 14]] = (count[ARGV[i + 14]] or 0) + 1
   end
   -- In chunks: Lua unpacks at most about 8,000 values.
   local function write(command, t)
@@ -62,6 +80,8 @@ local function enqueue_jobs(first)
   for key, fields in pairs(counts) do
     for field, n in pairs(fields) do redis.call('HINCRBY', key, field, n) end
   end
-  for key, wakeup in pairs(wakeups) do wake_up(key, wakeup[2], wakeup[3], wakeup[1]) end
+  for key, wakeup in pairs(wakeups) do
+    if wakeup[1] > 0 then wake_up(key, wakeup[2], wakeup[3], wakeup[1]) end
+  end
   return jobs
 end
