@@ -14,7 +14,7 @@ from app.broker.enqueue import Enqueuer
 from app.connection.commands import Command, coalesce, pack
 from app.jobs import JobRegistry
 from app.keys import Keys
-from app.outcomes.log import ENQUEUE_SCRIPT, OutcomeLog
+from app.outcomes.log import ENQUEUE_GROUP, ENQUEUE_JOB, ENQUEUE_SCRIPT, OutcomeLog
 from app.settings import Settings
 from tests.support.redis_state import dump, run_multi
 
@@ -40,6 +40,9 @@ def test_new_jobs_enqueue_calls_merge_into_one_with_the_same_effect() -> None:
     assert len(calls) == len(items) and all(call[:2] == ("EVAL", ENQUEUE_SCRIPT) for call in calls)
     merged = coalesce(calls)
     assert len(merged) == 1
+    # What the jobs of one group share goes once: two groups (the queue's list, its delay queue).
+    assert sum(1 for value in merged[0][3:] if value == "g") == 2
+    assert len(merged[0]) == 3 + 2 * ENQUEUE_GROUP + len(items) * ENQUEUE_JOB
 
     one_by_one, together = fakeredis.FakeRedis(), fakeredis.FakeRedis()
     assert run_multi(one_by_one, calls) == [1] * len(items)
