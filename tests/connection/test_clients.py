@@ -26,7 +26,10 @@ REFUSED = "is a node of a Redis Cluster (cluster_enabled:1), and taskqueue does 
 def cluster_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real redis-server in cluster mode (a node with no slots: what `INFO cluster` says is all
     that is asked)."""
-    with running_redis(tmp_path_factory.mktemp("cluster-node"), extra_args=["--cluster-enabled", "yes"]) as server:
+    # Its cluster bus port given: by default it is the port plus 10,000, which a free port above
+    # 55,535 cannot have (the server then refuses to start).
+    cluster = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+    with running_redis(tmp_path_factory.mktemp("cluster-node"), extra_args=cluster) as server:
         yield server
 
 

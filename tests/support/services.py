@@ -110,7 +110,13 @@ class RedisServer:
             args += ["--requirepass", self.password]
         args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._ping, timeout=20, message=f"redis-server on port {self.port}")
+        try:
+            wait_until(self._ping, timeout=20, message=f"redis-server on port {self.port}")
+        except TimeoutError as error:
+            self.stop(kill=True)  # not left running (or as a Popen to be collected) after a failed start
+            log = self.directory / "redis.log"
+            tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+            raise TimeoutError(f"{error}; the end of its log:\n" + "\n".join(tail)) from None
         return self
 
     def _ping(self) -> bool:
