@@ -14,6 +14,18 @@ local JOB_FIELDS = {$JOB_FIELDS}
 local function first_job_id(first)
   return ARGV[first + $GROUP + 4]
 end
+-- The values from ARGV[at + 1] on, one per name, appended to `out` as field-value pairs (an
+-- empty value leaves its field out).
+local function add_fields(out, names, at)
+  for f, name in ipairs(names) do
+    local value = ARGV[at + f]
+    if value ~= '' then
+      out[#out + 1] = name
+      out[#out + 1] = value
+    end
+  end
+  return out
+end
 local function enqueue_jobs(first)
   local bodies, queues, indexes, counts, wakeups = {}, {}, {}, {}, {}
   local function append(t, key, a, b)
@@ -28,14 +40,8 @@ local function enqueue_jobs(first)
   local jobs, i, g, shared = 0, first, nil, nil
   while i <= #ARGV do
     if ARGV[i] == 'g' then
-      g, shared = i, {}
-      for f, name in ipairs(GROUP_FIELDS) do
-        local value = ARGV[g + 13 + f]
-        if value ~= '' then
-          shared[#shared + 1] = name
-          shared[#shared + 1] = value
-        end
-      end
+      g = i
+      shared = add_fields({}, GROUP_FIELDS, g + 13)
       if wakeups[ARGV[g + 3]] == nil then wakeups[ARGV[g + 3]] = {0, tonumber(ARGV[g + 4]), tonumber(ARGV[g + 5])} end
       i = i + $GROUP
     else
@@ -45,14 +51,7 @@ local function enqueue_jobs(first)
       append(queues, ARGV[g + 2], redis_id)
       local wakeup = wakeups[ARGV[g + 3]]
       wakeup[1] = wakeup[1] + 1
-      local fields = {unpack(shared)}
-      for f, name in ipairs(JOB_FIELDS) do
-        local value = ARGV[i + 3 + f]
-        if value ~= '' then
-          fields[#fields + 1] = name
-          fields[#fields + 1] = value
-        end
-      end
+      local fields = add_fields({unpack(shared)}, JOB_FIELDS, i + 3)
       local record = ARGV[g + 6] .. job_id
       redis.call('HSET', record, unpack(fields))
       redis.call('EXPIRE', record, ARGV[g + 13])
