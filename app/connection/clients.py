@@ -150,8 +150,9 @@ CLUSTER_REFUSED = (
 )
 
 
-def _cluster_refusal(info: Mapping[str, Any], settings: Settings) -> SettingsError | None:
-    return SettingsError(CLUSTER_REFUSED.format(where=describe(settings))) if info.get("cluster_enabled") else None
+def _refuse_cluster_node(info: Mapping[str, Any], settings: Settings) -> None:
+    if info.get("cluster_enabled"):
+        raise SettingsError(CLUSTER_REFUSED.format(where=describe(settings)))
 
 
 def refuse_cluster(client: redis.Redis, settings: Settings) -> None:
@@ -161,9 +162,7 @@ def refuse_cluster(client: redis.Redis, settings: Settings) -> None:
         info = client.info("cluster")
     except (*REDIS_DOWN_ERRORS, redis.RedisError):
         return
-    refusal = _cluster_refusal(info, settings)
-    if refusal is not None:
-        raise refusal
+    _refuse_cluster_node(info, settings)
 
 
 async def refuse_cluster_async(client: redis.asyncio.Redis, settings: Settings) -> None:
@@ -172,9 +171,7 @@ async def refuse_cluster_async(client: redis.asyncio.Redis, settings: Settings) 
         info = await client.info("cluster")
     except (*REDIS_DOWN_ERRORS, redis.RedisError):
         return
-    refusal = _cluster_refusal(info, settings)
-    if refusal is not None:
-        raise refusal
+    _refuse_cluster_node(info, settings)
 
 
 def unavailable(error: BaseException) -> BrokerUnavailable:

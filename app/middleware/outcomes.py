@@ -78,8 +78,6 @@ class OutcomeRecorder(Middleware):
         self._verdicts: dict[str, _Verdict] = {}
         # Runs whose `running` write did not reach Redis: their final write counts them instead.
         self._uncounted: set[str] = set()
-        #: Delivery key -> which delivery of its attempt it is, for a start sent without a wait.
-        self._deliveries: dict[str, int] = {}
         self._lock = threading.Lock()
         self.worker = worker_name()
 
@@ -106,7 +104,6 @@ class OutcomeRecorder(Middleware):
             # for: the count it returns is known from the fetch. Tried until Redis takes it.
             self.writes.post([running], on_failure=lambda error: self._start_lost(key, error))
             deliveries = prior + 1
-            self._deliveries[key] = deliveries  # the succeeded write checks its start by it
         else:
             # The fetch could not read it: this start waits for its own count.
             try:
@@ -165,7 +162,6 @@ class OutcomeRecorder(Middleware):
 
     def before_ack(self, broker: Broker, message: MessageProxy) -> None:
         verdict = self._verdicts.pop(delivery_key(message), None)
-        delivery = self._deliveries.pop(delivery_key(message), None)
         if verdict is None:
             return  # a delayed message moved to its queue: not an attempt
         ids: dict[str, Any] = {
@@ -186,7 +182,7 @@ class OutcomeRecorder(Middleware):
                     attempt=verdict.attempt,
                     started=not uncounted,
                     uncounted=uncounted,
-                    delivery=delivery,
+                    delivery=_delivery(message),
                     result_json=verdict.result_json,
                     **ids,
                 ),
@@ -212,7 +208,6 @@ class OutcomeRecorder(Middleware):
 
     def before_nack(self, broker: Broker, message: MessageProxy) -> None:
         verdict = self._verdicts.pop(delivery_key(message), None)
-        self._deliveries.pop(delivery_key(message), None)
         if verdict is not None and verdict.state == CANCELED:
             canceled = self.log.canceled(
                 job_id=message.message_id,
@@ -290,3 +285,10 @@ def failure_of(message: MessageProxy) -> BaseException | None:
     checks."""
     exception = getattr(message, "_exception", None)
     return exception if isinstance(exception, BaseException) else None
+
+
+def _delivery(message: MessageProxy) -> int | None:
+    """Which delivery of its attempt a run is, when its start was sent without a wait (the fetch
+    read the prior deliveries): the succeeded write then checks the start by it."""
+    prior = message.prior_deliveries if isinstance(message, FetchedMessage) else None
+    return None if prior is None else prior + 1
