@@ -28,7 +28,7 @@ from app.api.operations import OPERATIONS
 from app.api.queue_metrics import QueueCollector
 from app.broker.enqueue import Enqueuer
 from app.connection.api_writes import WriteBatcher
-from app.connection.clients import describe, make_async_client, make_client, refuse_cluster_async
+from app.connection.clients import check_cluster_mode_async, describe, make_async_client, make_client
 from app.errors import SettingsError, shown
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
@@ -106,7 +106,7 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            await refuse_cluster_async(client, settings)
+            await check_cluster_mode_async(client, settings)
             logger.info("API ready; Redis at %s", describe(settings))
             yield
         finally:

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from app.errors import InvalidJobData, JobCanceled, PermanentJobError, SettingsError, UnknownJob
-from app.keys import DEFAULT_PRIORITY, PRIORITY_LEVELS, RESERVED_QUEUE_SUFFIXES
+from app.keys import DEFAULT_PRIORITY, HASH_TAG_CHARS, PRIORITY_LEVELS, RESERVED_QUEUE_SUFFIXES
 from app.settings import Settings
 
 if TYPE_CHECKING:
     import redis
 
+    from app.connection.shards import Shards
     from app.keys import Keys
     from app.middleware.current_job import RunningJob
 
@@ -50,8 +51,11 @@ class JobContext:
     handle of the job itself (`job`)."""
 
     settings: Settings
+    #: The Redis of the root keys (without a cluster: the one Redis).
     client: redis.Redis
     keys: Keys
+    #: The Redis of each queue's keyspace (app/connection/shards.py).
+    shards: Shards
     registry: JobRegistry
     #: The handle of the job the calling thread runs (app/middleware/current_job.py).
     current_job: Callable[[], RunningJob] = _no_running_job
@@ -114,6 +118,11 @@ class JobType:
             raise ValueError(
                 f"job type {self.name!r}: queue {self.queue!r} may not be empty or end with "
                 f"{', '.join(RESERVED_QUEUE_SUFFIXES)}"
+            )
+        if any(char in self.queue for char in HASH_TAG_CHARS):
+            raise ValueError(
+                f"job type {self.name!r}: queue {self.queue!r} may not hold {' or '.join(HASH_TAG_CHARS)} (on a "
+                "Redis Cluster a queue's keys carry its name as their hash tag)"
             )
 
     @property

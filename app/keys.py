@@ -6,6 +6,7 @@ a name it finds in Redis (a dead worker's id), as the prefix and suffix this mod
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Dramatiq's own namespace: kept as is so Dramatiq's tools still see our queues.
@@ -42,12 +43,98 @@ def is_delay_queue(queue: str) -> bool:
     return queue.endswith(DELAY_SUFFIX)
 
 
+#: What separates a job id's time-ordered part from its queue, on Redis Cluster (app/job_ids.py).
+JOB_ID_QUEUE_SEPARATOR = "-"
+#: What a queue's name may not hold on Redis Cluster: its keys' hash tag is `{<queue>}`.
+HASH_TAG_CHARS = ("{", "}")
+
+
+#: How many hex digits come before a cluster job id's queue (app/job_ids.py).
+JOB_ID_DIGITS = 32
+
+
+def names_queue(job_id: str) -> bool:
+    """Whether a job id is a cluster one: 32 hex digits, JOB_ID_QUEUE_SEPARATOR, its queue."""
+    return len(job_id) > JOB_ID_DIGITS + 1 and job_id[JOB_ID_DIGITS] == JOB_ID_QUEUE_SEPARATOR
+
+
+def queue_of_job(job_id: str) -> str:
+    """The queue a cluster job id names; UnknownJobId for an id that names none."""
+    if not names_queue(job_id):
+        raise UnknownJobId(job_id)
+    return job_id[JOB_ID_DIGITS + 1 :]
+
+
+class UnknownJobId(ValueError):
+    """On a Redis Cluster: a job id that names no queue, so no keyspace holds it (not one of ours)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job id {job_id!r} names no queue: on a Redis Cluster every job id ends with -<queue>")
+        self.job_id = job_id
+
+
 @dataclass(frozen=True)
 class Keys:
-    """Key names under our namespace and Dramatiq's."""
+    """Key names under our namespace and Dramatiq's.
+
+    On one Redis (or a Sentinel group) every queue shares one keyspace: `for_queue` and `for_job`
+    return these same keys. On a Redis Cluster (`cluster`), each queue has a keyspace of its own,
+    every key in it under the queue's hash tag, so that each write of a queue (a Lua script, a
+    transaction) touches one slot and different queues spread over the shards; a job's keyspace is
+    found from its id alone (the id ends with its queue: app/job_ids.py)."""
 
     namespace: str = "taskqueue"
     broker_namespace: str = BROKER_NAMESPACE
+    #: Keys per queue, under its hash tag (Redis Cluster).
+    cluster: bool = False
+    #: The queue whose keyspace this is (cluster only; '' for the root keys).
+    queue_tag: str = ""
+
+    @classmethod
+    def root(cls, namespace: str, *, cluster: bool = False) -> Keys:
+        """The keys of a deployment (REDIS_CLUSTER: one keyspace per queue)."""
+        return cls(namespace=namespace, cluster=cluster)
+
+    def for_queue(self, queue: str) -> Keys:
+        """The keyspace of a queue (its delay queue and dead letters included)."""
+        if not self.cluster:
+            return self
+        name = canonical_queue(queue).removesuffix(DEAD_LETTER_SUFFIX)
+        if name == self.queue_tag:
+            return self
+        root = self.root_keys()
+        return Keys(
+            namespace=f"{root.namespace}:{{{name}}}",
+            broker_namespace=f"{root.broker_namespace}:{{{name}}}",
+            cluster=True,
+            queue_tag=name,
+        )
+
+    def for_job(self, job_id: str) -> Keys:
+        """The keyspace of a job, from its id (on a cluster, the queue its id ends with)."""
+        if not self.cluster:
+            return self
+        return self.for_queue(queue_of_job(job_id))
+
+    def root_keys(self) -> Keys:
+        if not self.queue_tag:
+            return self
+        prefix = f":{{{self.queue_tag}}}"
+        return Keys(
+            namespace=self.namespace.removesuffix(prefix),
+            broker_namespace=self.broker_namespace.removesuffix(prefix),
+            cluster=self.cluster,
+        )
+
+    def keyspaces(self, queues: Iterable[str]) -> list[Keys]:
+        """The distinct keyspaces of these queues (one alone, without a cluster), in order."""
+        if not self.cluster:
+            return [self]
+        return [self.for_queue(queue) for queue in dict.fromkeys(canonical_queue(q) for q in queues)]
+
+    def hash_tag(self) -> str:
+        """The hash tag every key of this keyspace carries ('' without a cluster)."""
+        return f"{{{self.queue_tag}}}" if self.queue_tag else ""
 
     # --- outcome records (ours) ---
     def job_prefix(self) -> str:
@@ -57,10 +144,11 @@ class Keys:
     def job(self, job_id: str) -> str:
         return self.job_prefix() + job_id
 
-    @staticmethod
-    def failed_job_compat(job_id: str) -> str:
-        """The original system's `hgetall failedJobs:<jobId>` shape, kept for compatibility."""
-        return f"failedJobs:{job_id}"
+    def failed_job_compat(self, job_id: str) -> str:
+        """The original system's `hgetall failedJobs:<jobId>` shape, kept for compatibility; on a
+        cluster `failedJobs:{<queue>}:<jobId>`, in its queue's slot (a job's writes touch one)."""
+        tag = self.hash_tag()
+        return f"failedJobs:{tag}:{job_id}" if tag else f"failedJobs:{job_id}"
 
     def state_index(self, state: str, job_name: str | None = None) -> str:
         base = f"{self.namespace}:idx:{state}"

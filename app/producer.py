@@ -21,7 +21,7 @@ import redis
 
 from app.broker.enqueue import JOB_REQUEST_FIELDS, Enqueuer
 from app.connection.atomic import Started, start_atomically
-from app.connection.clients import make_client, refuse_cluster
+from app.connection.clients import check_cluster_mode, make_client
 from app.connection.commands import Command, coalesce
 from app.errors import BrokerUnavailable, InvalidJobData, SettingsError, UnknownJob
 from app.jobs import JobRegistry, load_job_types
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = make_client(settings)
     try:
-        refuse_cluster(client, settings)
+        check_cluster_mode(client, settings)
     except SettingsError as error:
         client.close()
         print(f"error: {error}", file=sys.stderr)

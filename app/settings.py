@@ -35,6 +35,9 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str = ""
     redis_sentinel_password: str = field(default="", repr=False)
+    #: REDIS_URL is a node of a Redis Cluster (any one: the others are found from it); each queue's
+    #: keys then carry its hash tag (app/keys.py), and each write goes to the node of its queue.
+    redis_cluster: bool = False
     #: Replicas an enqueue waits for (WAIT) before it answers 2xx; 0: it does not wait.
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 1_000
@@ -91,6 +94,7 @@ class Settings:
             "redis_sentinels": sentinels,
             "redis_sentinel_master": _sentinel_master(env, sentinels, redis_url),
             "redis_sentinel_password": env.get("REDIS_SENTINEL_PASSWORD", ""),
+            "redis_cluster": _cluster(reader, sentinels),
             "redis_wait_replicas": reader.integer("REDIS_WAIT_REPLICAS", cls.redis_wait_replicas, low=0, high=100),
             # Below the API's 4 s deadline for a write (app/api/errors.py), WAIT included.
             "redis_wait_timeout_ms": reader.integer(
@@ -255,6 +259,16 @@ def _sentinel_master(env: Mapping[str, str], sentinels: tuple[tuple[str, int], .
     return name
 
 
+def _cluster(reader: _Reader, sentinels: tuple[tuple[str, int], ...]) -> bool:
+    cluster = reader.boolean("REDIS_CLUSTER", Settings.redis_cluster)
+    if cluster and sentinels:
+        raise SettingsError(
+            "REDIS_CLUSTER and REDIS_SENTINELS are both set: a Redis Cluster fails over by itself (its "
+            "replicas), so point REDIS_URL at one of its nodes and leave REDIS_SENTINELS out"
+        )
+    return cluster
+
+
 def _require_port(parts: SplitResult, message: str) -> None:
     """SettingsError(message) unless the URL's port, if any, is a valid one."""
     try:
@@ -279,6 +293,9 @@ def hand_to_prometheus_client(multiprocess_dir: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiprocess_dir)
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -296,6 +313,14 @@ class _Reader:
         value = self._get(name, default, int, "a whole number")
         self._bounds(name, value, low, high)
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw not in _BOOLEANS:
+            raise SettingsError(f"{name}={raw!r} is not valid: expected true or false (or 1 or 0)")
+        return _BOOLEANS[raw]
 
     def number(self, name: str, default: float, *, low: float | None = None) -> float:
         value = self._get(name, default, float, "a number")

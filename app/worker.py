@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import dramatiq
-import redis
 from dramatiq.logging import get_logger
 from dramatiq.middleware import (
     AgeLimit,
@@ -23,8 +22,9 @@ from periodiq import PeriodiqMiddleware
 
 from app.broker.broker import TaskQueueBroker
 from app.broker.enqueue import Enqueuer
-from app.connection.clients import make_client, refuse_cluster
-from app.connection.worker_writes import WorkerWrites
+from app.connection.clients import check_cluster_mode, make_shards
+from app.connection.shards import Shards
+from app.connection.worker_writes import ShardedWrites
 from app.jobs import JobContext, JobRegistry, JobType
 from app.keys import Keys
 from app.logs import configure_logging
@@ -48,9 +48,7 @@ from app.settings import Settings
 PERIODIC_SKIP_DELAY_S = 23 * 3600
 
 
-def build_middleware(
-    settings: Settings, keys: Keys, log: OutcomeLog, client: redis.Redis, writes: WorkerWrites
-) -> list[Middleware]:
+def build_middleware(settings: Settings, shards: Shards, log: OutcomeLog, writes: ShardedWrites) -> list[Middleware]:
     """The stack, in order. After-hooks run in reverse, so our recorders sit *before* the
     retries middleware: they run after it and see its verdict (retry scheduled or dead)."""
     metrics = WorkerMetrics(settings=settings)
@@ -64,7 +62,7 @@ def build_middleware(
         Pipelines(),
         CurrentMessage(),
         # Before anything records a start: a paused or canceled job goes no further.
-        StartGate(keys=keys, client=client, current_job=current_job),
+        StartGate(keys=shards.keys, client=shards.client(shards.keys), current_job=current_job),
         # Early: its handle is there for the others' hooks, and its after-hooks run last.
         current_job,
         metrics,
@@ -75,7 +73,7 @@ def build_middleware(
             max_crash_deliveries=settings.max_crash_deliveries,
             on_write_error=metrics.count_log_error,
         ),
-        Liveness(keys=keys, client=client, heartbeat_timeout_ms=settings.heartbeat_timeout_ms),
+        Liveness(heartbeat_timeout_ms=settings.heartbeat_timeout_ms),
         Drain(),
         DurableRetries(
             max_retries=settings.max_retries,
@@ -88,17 +86,17 @@ def build_middleware(
 
 def create_broker(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
     """The broker for these settings, with our middleware, not yet connected."""
-    keys = Keys(namespace=settings.namespace)
+    keys = Keys.root(settings.namespace, cluster=settings.redis_cluster)
     log = OutcomeLog.for_settings(keys, settings)
-    client = make_client(settings)
-    writes = WorkerWrites(client)
+    shards = make_shards(settings, keys)
+    writes = ShardedWrites(shards)
     return TaskQueueBroker(
         settings=settings,
         keys=keys,
         enqueuer=Enqueuer(registry=registry, keys=keys, log=log, settings=settings),
-        client=client,
+        shards=shards,
         writes=writes,
-        middleware=build_middleware(settings, keys, log, client, writes),
+        middleware=build_middleware(settings, shards, log, writes),
     )
 
 
@@ -109,6 +107,7 @@ def bind(registry: JobRegistry, broker: TaskQueueBroker) -> dict[str, dramatiq.A
         settings=broker.settings,
         client=broker.client,
         keys=broker.keys,
+        shards=broker.shards,
         registry=registry,
         **({"current_job": jobs.current} if jobs is not None else {}),
     )
@@ -161,7 +160,7 @@ def start(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
     configure_logging(settings)
     schedules = load_schedules(settings, registry)
     broker = create_broker(settings, registry)
-    refuse_cluster(broker.client, settings)
+    check_cluster_mode(broker.client, settings)
     dramatiq.set_broker(broker)
     bind(registry, broker)
     bind_schedules(schedules, broker)

@@ -10,7 +10,8 @@ import fakeredis
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from app.connection.worker_writes import WorkerWrites
+from app.connection.shards import Shards
+from app.connection.worker_writes import ShardedWrites
 from app.keys import Keys
 from app.middleware.current_job import CurrentJob
 from app.middleware.outcomes import OutcomeRecorder
@@ -25,9 +26,8 @@ def test_the_running_jobs_handle_is_set_before_and_cleared_after_the_other_middl
     retries middleware, CurrentJob's handle outlives their hooks."""
     client = fakeredis.FakeRedis()
     keys = Keys()
-    stack = build_middleware(
-        Settings(), keys, OutcomeLog(keys=keys, retention_seconds=60), client, WorkerWrites(client)
-    )
+    shards = Shards.single(client, keys)
+    stack = build_middleware(Settings(), shards, OutcomeLog(keys=keys, retention_seconds=60), ShardedWrites(shards))
     kinds = [type(m) for m in stack]
     assert kinds.count(CurrentJob) == 1
     assert kinds.index(CurrentJob) < kinds.index(OutcomeRecorder) < kinds.index(DurableRetries)

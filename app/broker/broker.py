@@ -27,7 +27,8 @@ from app.broker.slots import SlotHolds
 from app.connection.clients import execute
 from app.connection.commands import Command
 from app.connection.scripts import lua
-from app.connection.worker_writes import WorkerWrites
+from app.connection.shards import Shard, Shards
+from app.connection.worker_writes import ShardedWrites
 from app.keys import LEVEL_PLACEHOLDERS, Keys, delay_queue, is_delay_queue
 from app.outcomes.record import now_ms
 from app.settings import Settings
@@ -50,10 +51,11 @@ class TaskQueueBroker(RedisBroker):
         settings: Settings,
         keys: Keys,
         enqueuer: Enqueuer,
-        client: redis.Redis,
+        shards: Shards,
         middleware: list[Middleware],
-        writes: WorkerWrites,
+        writes: ShardedWrites,
     ) -> None:
+        client = shards.client(keys)
         super().__init__(
             client=client,
             middleware=middleware,
@@ -62,8 +64,10 @@ class TaskQueueBroker(RedisBroker):
         )
         self.settings = settings
         self.keys = keys
+        #: The Redis of each queue's keyspace (one, without a cluster).
+        self.shards = shards
         self.enqueuer = enqueuer
-        #: Acks and outcome records of all threads, coalesced into few round trips.
+        #: Acks and outcome records of all threads, coalesced into few round trips (per Redis).
         self.writes = writes
         self.in_flight = InFlight()
         #: The concurrency slots this process holds.
@@ -75,6 +79,15 @@ class TaskQueueBroker(RedisBroker):
     @property
     def consumer_class(self) -> type[WakeableConsumer]:
         return WakeableConsumer
+
+    def shard(self, queue_name: str) -> Shard[redis.Redis]:
+        """A queue's keyspace and the client of its Redis."""
+        return self.shards.for_queue(queue_name)
+
+    def keyspaces(self) -> list[Shard[redis.Redis]]:
+        """Every declared queue's keyspace once (the one, without a cluster): where this process
+        stamps its heartbeats, reads paused queues and cancel requests, and sweeps dead workers."""
+        return self.shards.of_queues(sorted(self.get_declared_queues()))
 
     def stop_fetching(self) -> None:
         """From now on consumers fetch nothing and give back what they have not handed out."""
@@ -104,14 +117,15 @@ class TaskQueueBroker(RedisBroker):
 
     def ack_command(self, queue_name: str, redis_id: str) -> list[Command]:
         """The ack of one delivery of this process, with the concurrency slot it held."""
-        ack_set, messages = self.keys.acks(self.broker_id, queue_name), self.keys.queue_messages(queue_name)
+        keys = self.keys.for_queue(queue_name)
+        ack_set, messages = keys.acks(self.broker_id, queue_name), keys.queue_messages(queue_name)
         with_slot = self.slots.ack_release_command(ack_set, messages, queue_name, redis_id)
         return [with_slot or ("EVAL", ACK_SCRIPT, 2, ack_set, messages, redis_id)]
 
     def nack_command(self, queue_name: str, redis_id: str) -> list[Command]:
         """The nack of one delivery of this process (its message becomes a dead letter), with the
         concurrency slot it held."""
-        keys = self.keys
+        keys = self.keys.for_queue(queue_name)
         nack: Command = (
             "EVAL", NACK_SCRIPT, 4, keys.acks(self.broker_id, queue_name), keys.queue_messages(queue_name),
             keys.dead_letters(queue_name), keys.dead_letter_messages(queue_name), redis_id, now_ms(),
@@ -128,6 +142,6 @@ class TaskQueueBroker(RedisBroker):
         stored, commands = self.enqueuer.commands(message, delay)
         self.logger.debug("Enqueueing message %r on queue %r.", stored.message_id, stored.queue_name)
         self.emit_before("enqueue", stored, delay)
-        execute(self.client, [*commands, *along])
+        execute(self.shards.for_queue(stored.queue_name).client, [*commands, *along])
         self.emit_after("enqueue", stored, delay)
         return stored

@@ -220,7 +220,7 @@ class WakeableConsumer(_RedisConsumer):
         redis_id = message.options["redis_message_id"]
         self.broker.in_flight.acked(self.queue_name, redis_id)
         along = message.settle_with if isinstance(message, FetchedMessage) else []
-        self.broker.writes.defer(
+        self.broker.writes.for_queue(self.queue_name).defer(
             [*command(self.queue_name, redis_id), *along],
             # Released only once Redis took it: until then the message must not be reclaimed.
             on_done=lambda _: self._settled(redis_id),

@@ -18,7 +18,15 @@ from app.connection.scripts import lua
 from app.errors import InvalidJobData, UnknownJob
 from app.job_ids import new_job_id, new_redis_id
 from app.jobs import JobRegistry
-from app.keys import DEFAULT_PRIORITY, PRIORITY_LEVELS, Keys, canonical_queue, delay_queue, is_delay_queue
+from app.keys import (
+    DEFAULT_PRIORITY,
+    PRIORITY_LEVELS,
+    Keys,
+    canonical_queue,
+    delay_queue,
+    is_delay_queue,
+    names_queue,
+)
 from app.outcomes.log import ENQUEUE_ONCE_SCRIPT, ENQUEUE_SCRIPT, SCHEDULE_RUN_SCRIPT, OutcomeLog
 from app.outcomes.record import CANCELED, index_score, now_ms
 from app.settings import Settings
@@ -72,7 +80,8 @@ class Enqueuer:
         `priority`, `max_retries`, `queue`: this job's own, instead of its type's."""
         job_type = self.registry.get(job_name)
         clean = job_type.validate(data, self.settings)
-        job_id = job_id or new_job_id()
+        queue = queue or job_type.queue
+        job_id = job_id or self.new_job_id(queue)
         options: dict[str, Any] = {}
         level = priority or job_type.priority
         if level != DEFAULT_PRIORITY:
@@ -83,7 +92,7 @@ class Enqueuer:
         if rate_key:
             options[RATE_KEY] = rate_key
         message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=queue or job_type.queue,
+            queue_name=queue,
             actor_name=job_type.name,
             args=(job_id, clean),
             kwargs={},
@@ -170,7 +179,8 @@ class Enqueuer:
         already enqueued under that key, or nothing once this one is."""
         stored, block = self._stored(message, delay_ms, None, 0)
         assert block is not None, "only a new job is enqueued under an idempotency key"
-        return stored, ("EVAL", ENQUEUE_ONCE_SCRIPT, 0, self.keys.idempotency(idempotency_key), ttl_seconds, *block)
+        idempotency = self.keys.for_queue(stored.queue_name).idempotency(idempotency_key)
+        return stored, ("EVAL", ENQUEUE_ONCE_SCRIPT, 0, idempotency, ttl_seconds, *block)
 
     def command_scheduled(
         self,
@@ -210,6 +220,11 @@ class Enqueuer:
         if delay_ms is not None:
             target = delay_queue(queue)
             options["eta"] = runnable_at
+        message_id = message.message_id
+        if is_new and self.keys.cluster and not names_queue(message_id):
+            # Sent by Dramatiq's own `actor.send()` (periodiq's schedules among them): on a cluster
+            # its id must name its queue, or its record could not be found from it.
+            message_id = self.new_job_id(queue)
         # What message.copy() makes, without dataclasses.replace's cost (bulk enqueues add up).
         stored: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=target,
@@ -217,7 +232,7 @@ class Enqueuer:
             args=message.args,
             kwargs=message.kwargs,
             options={**message.options, **options},
-            message_id=message.message_id,
+            message_id=message_id,
             message_timestamp=message.message_timestamp,
         )
         if not is_new or message.options.get(REQUEUE):
@@ -226,7 +241,7 @@ class Enqueuer:
         level = stored.options.get(PRIORITY, DEFAULT_PRIORITY)
         group = self._groups.get((target, job_name, queue, level))
         if group is None:
-            keys = self.keys
+            keys = self.keys.for_queue(queue)
             group = self._groups[(target, job_name, queue, level)] = (
                 "g", keys.queue_messages(target), self.list_of(stored), keys.wakeup(target), WAKEUP_TOKENS,
                 WAKEUP_TTL_SECONDS, *self.log.new_job_group(job_name, queue, level),
@@ -243,16 +258,18 @@ class Enqueuer:
 
     def list_of(self, stored: dramatiq.Message[Any]) -> str:
         """The list a stored message's id goes on: its delay queue, or its priority level's list."""
+        keys = self.keys.for_queue(stored.queue_name)
         if is_delay_queue(stored.queue_name):
-            return self.keys.queue(stored.queue_name)
-        return self.keys.priority_queue(stored.queue_name, stored.options.get(PRIORITY, DEFAULT_PRIORITY))
+            return keys.queue(stored.queue_name)
+        return keys.priority_queue(stored.queue_name, stored.options.get(PRIORITY, DEFAULT_PRIORITY))
 
     def _put(self, stored: dramatiq.Message[Any]) -> Command:
         """Put a stored message on its queue (or delayed queue), waking an idle consumer."""
         target = stored.queue_name
+        keys = self.keys.for_queue(target)
         return (
-            "EVAL", PUT_MESSAGE_SCRIPT, 4, self.keys.queue_messages(target), self.list_of(stored),
-            self.keys.wakeup(target), self.keys.job(stored.message_id), stored.options["redis_message_id"],
+            "EVAL", PUT_MESSAGE_SCRIPT, 4, keys.queue_messages(target), self.list_of(stored),
+            keys.wakeup(target), keys.job(stored.message_id), stored.options["redis_message_id"],
             encode(stored), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS,
         )  # fmt: skip
 
@@ -268,6 +285,10 @@ class Enqueuer:
             stored.append(one)
             commands += job_commands
         return stored, coalesce(commands)
+
+    def new_job_id(self, queue: str) -> str:
+        """A new job's id (on a cluster, naming its queue)."""
+        return new_job_id(queue=canonical_queue(queue)) if self.keys.cluster else new_job_id()
 
     def max_retries_of(self, message: dramatiq.Message[Any]) -> int:
         if "max_retries" in message.options:

@@ -18,7 +18,9 @@ from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
 from app.connection.commands import Command, run_commands
+from app.connection.shards import AsyncShards, Shards
 from app.errors import BrokerUnavailable, SettingsError
+from app.keys import Keys
 from app.settings import REDIS_CONNECT_TIMEOUT_S, Settings, redact_url
 
 #: What a Redis that is down, restarting or unreachable raises; and a write that reached a master
@@ -36,11 +38,14 @@ REDIS_DOWN_ERRORS = (
 )
 
 
-def make_client(settings: Settings, *, retry_once: bool = False, **overrides: Any) -> redis.Redis:
+def make_client(
+    settings: Settings, *, retry_once: bool = False, url: str | None = None, **overrides: Any
+) -> redis.Redis:
     """A sync client whose timeouts (set in the URL by Settings) make a dead Redis fail fast, and
     whose pool replaces a connection Redis closed (a restart) before handing it out.
     `retry_once`: for a client that only reads (or writes idempotently), a command failing on a
-    connection that turns out dead is sent once more on a fresh one."""
+    connection that turns out dead is sent once more on a fresh one. `url`: another node of a Redis
+    Cluster than REDIS_URL's (app/connection/shards.py)."""
     retry = redis.retry.Retry(NoBackoff(), 1, supported_errors=RESEND_ERRORS) if retry_once else None
     options = {**_pool_options(retry), **overrides}
     if settings.redis_sentinels:
@@ -49,10 +54,10 @@ def make_client(settings: Settings, *, retry_once: bool = False, **overrides: An
         return sentinel.master_for(
             settings.redis_sentinel_master, redis_class=_SentinelMaster, **url_options, **options
         )
-    return redis.Redis.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(url or settings.redis_url, **options)
 
 
-def make_async_client(settings: Settings, **overrides: Any) -> redis.asyncio.Redis:
+def make_async_client(settings: Settings, *, url: str | None = None, **overrides: Any) -> redis.asyncio.Redis:
     """The API's client, pooled as `make_client`'s. Commands through it are reads, idempotent writes
     (an enqueue under an Idempotency-Key) or WATCHed transactions (redis-py never sends those twice):
     a command failing on a connection that turns out dead is sent once more on a fresh one. Writes
@@ -67,7 +72,17 @@ def make_async_client(settings: Settings, **overrides: Any) -> redis.asyncio.Red
         return sentinel.master_for(
             settings.redis_sentinel_master, redis_class=_AsyncSentinelMaster, **url_options, **options
         )
-    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
+    return redis.asyncio.Redis.from_url(url or settings.redis_url, **options)
+
+
+def make_shards(settings: Settings, keys: Keys, **overrides: Any) -> Shards:
+    """The sync clients of every keyspace (one Redis, or each node of a Redis Cluster)."""
+    return Shards(settings, keys, lambda url: make_client(settings, url=url, **overrides))
+
+
+def make_async_shards(settings: Settings, keys: Keys, **overrides: Any) -> AsyncShards:
+    """`make_shards` for the API's asyncio clients."""
+    return AsyncShards(settings, keys, lambda url: make_async_client(settings, url=url, **overrides))
 
 
 #: What a connection that turns out dead raises (Redis closed it, or it was reset): worth one
@@ -142,36 +157,45 @@ def describe(settings: Settings) -> str:
     return redact_url(settings.redis_url.split("?")[0])
 
 
-#: What every component says when its Redis is a node of a Redis Cluster (README: Redis Cluster).
+#: What every component says when its Redis is a node of a Redis Cluster and REDIS_CLUSTER is not set.
 CLUSTER_REFUSED = (
-    "Redis at {where} is a node of a Redis Cluster (cluster_enabled:1), and taskqueue does not run on "
-    "Redis Cluster yet: its scripts take keys of several hash slots at once. Point REDIS_URL at a "
-    "standalone Redis, or REDIS_SENTINELS at a Sentinel group (README: Redis Sentinel)."
+    "Redis at {where} is a node of a Redis Cluster (cluster_enabled:1), but REDIS_CLUSTER is not set: set "
+    "REDIS_CLUSTER=true (every queue's keys then carry its hash tag; README: Redis Cluster), or point "
+    "REDIS_URL at a standalone Redis."
+)
+#: ... and when REDIS_CLUSTER is set but its Redis is not a cluster node.
+NOT_A_CLUSTER = (
+    "REDIS_CLUSTER is set, but Redis at {where} is not a node of a Redis Cluster (cluster_enabled:0): point "
+    "REDIS_URL at a node of the cluster, or leave REDIS_CLUSTER out for a standalone Redis."
 )
 
 
-def _refuse_cluster_node(info: Mapping[str, Any], settings: Settings) -> None:
-    if info.get("cluster_enabled"):
+def _check_mode(info: Mapping[str, Any], settings: Settings) -> None:
+    enabled = bool(info.get("cluster_enabled"))
+    if enabled and not settings.redis_cluster:
         raise SettingsError(CLUSTER_REFUSED.format(where=describe(settings)))
+    if settings.redis_cluster and not enabled:
+        raise SettingsError(NOT_A_CLUSTER.format(where=describe(settings)))
 
 
-def refuse_cluster(client: redis.Redis, settings: Settings) -> None:
-    """SettingsError if Redis answers as a node of a Redis Cluster. A Redis that does not answer
-    (or refuses INFO) passes: an outage at start is waited out like any other."""
+def check_cluster_mode(client: redis.Redis, settings: Settings) -> None:
+    """SettingsError if Redis answers as a node of a Redis Cluster without REDIS_CLUSTER, or as a
+    standalone Redis with it (the keys' layout differs). A Redis that does not answer (or refuses
+    INFO) passes: an outage at start is waited out like any other."""
     try:
         info = client.info("cluster")
     except (*REDIS_DOWN_ERRORS, redis.RedisError):
         return
-    _refuse_cluster_node(info, settings)
+    _check_mode(info, settings)
 
 
-async def refuse_cluster_async(client: redis.asyncio.Redis, settings: Settings) -> None:
-    """`refuse_cluster` for the API's client."""
+async def check_cluster_mode_async(client: redis.asyncio.Redis, settings: Settings) -> None:
+    """`check_cluster_mode` for the API's client."""
     try:
         info = await client.info("cluster")
     except (*REDIS_DOWN_ERRORS, redis.RedisError):
         return
-    _refuse_cluster_node(info, settings)
+    _check_mode(info, settings)
 
 
 def unavailable(error: BaseException) -> BrokerUnavailable:

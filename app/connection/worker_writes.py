@@ -15,7 +15,9 @@ from redis.exceptions import NoScriptError
 
 from app.connection.clients import REDIS_DOWN_ERRORS, unavailable
 from app.connection.commands import Command, by_sha, pack
+from app.connection.shards import Shards
 from app.errors import BrokerUnavailable
+from app.keys import Keys
 from app.pid import current_pid
 
 #: A post reads the replies of earlier units once this many wait.
@@ -390,3 +392,40 @@ def _again(unit: _Unit) -> bool:
     unit.error = None
     unit.done = False
     return True
+
+
+class ShardedWrites:
+    """A worker process's `WorkerWrites`, one per Redis it writes to: the one Redis, or, on a Redis
+    Cluster, each node its queues' keyspaces are on (a unit's commands are all of one keyspace)."""
+
+    def __init__(self, shards: Shards) -> None:
+        self.shards = shards
+        self._by_client: dict[int, WorkerWrites] = {}
+        self._lock = threading.Lock()
+
+    def of(self, keys: Keys) -> WorkerWrites:
+        """The writes of the Redis that holds `keys`' keyspace."""
+        client = self.shards.client(keys)
+        writes = self._by_client.get(id(client))
+        if writes is None:
+            with self._lock:
+                writes = self._by_client.setdefault(id(client), WorkerWrites(client))
+        return writes
+
+    def for_job(self, job_id: str) -> WorkerWrites:
+        return self.of(self.shards.keys.for_job(job_id))
+
+    def for_queue(self, queue: str) -> WorkerWrites:
+        return self.of(self.shards.keys.for_queue(queue))
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every deferred unit of every Redis is sent (True), or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        return all(writes.flush(max(0.0, deadline - time.monotonic())) for writes in list(self._by_client.values()))
+
+    @classmethod
+    def single(cls, writes: WorkerWrites, keys: Keys | None = None) -> ShardedWrites:
+        """The writes of one Redis, through `writes` (already made)."""
+        sharded = cls(Shards.single(writes.client, keys or Keys()))
+        sharded._by_client[id(writes.client)] = writes
+        return sharded

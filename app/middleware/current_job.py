@@ -20,7 +20,7 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
-from app.connection.worker_writes import WorkerWrites
+from app.connection.worker_writes import ShardedWrites, WorkerWrites
 from app.errors import shown
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import now_ms
@@ -137,7 +137,7 @@ class CurrentJob(Middleware):
     """
 
     def __init__(
-        self, *, log: OutcomeLog, writes: WorkerWrites, on_write_error: Callable[[], None] = lambda: None
+        self, *, log: OutcomeLog, writes: ShardedWrites, on_write_error: Callable[[], None] = lambda: None
     ) -> None:
         self.logger = get_logger(__name__, type(self))
         self.log = log
@@ -173,7 +173,7 @@ class CurrentJob(Middleware):
             name=message.actor_name,
             attempt=int(message.options.get("retries", 0)) + 1,
             log=self.log,
-            writes=self.writes,
+            writes=self.writes.for_job(message.message_id),
             on_write_error=self._write_failed,
         )
         self._local.job = job

@@ -29,7 +29,8 @@ from dramatiq.middleware import Middleware
 from app.broker.enqueue import WAKEUP_TOKENS, WAKEUP_TTL_SECONDS
 from app.broker.slots import SlotHolds
 from app.connection.scripts import lua
-from app.keys import LEVEL_PLACEHOLDERS, Keys, delay_queue, is_delay_queue
+from app.connection.shards import Shard
+from app.keys import LEVEL_PLACEHOLDERS, delay_queue, is_delay_queue
 from app.outcomes.record import now_ms
 
 #: Heartbeat score of a worker that has stopped: swept by the next live worker at once.
@@ -41,13 +42,10 @@ SWEEP_DEAD_WORKERS = lua("wake_up", "priority_list", "sweep_dead_workers", **LEV
 class Liveness(Middleware):
     """Stamps this process's heartbeat and sweeps dead workers, on a background thread."""
 
-    def __init__(self, *, keys: Keys, client: redis.Redis, heartbeat_timeout_ms: int) -> None:
+    def __init__(self, *, heartbeat_timeout_ms: int) -> None:
         self.logger = get_logger(__name__, type(self))
-        self.keys = keys
-        self.client = client
         self.timeout_ms = heartbeat_timeout_ms
         self.interval_s = max(0.1, heartbeat_timeout_ms / 4000)
-        self.sweep = client.register_script(SWEEP_DEAD_WORKERS)
         self._stop = threading.Event()
         # Held around each beat and sweep, so that no beat lands after the "stopped" mark.
         self._lock = threading.Lock()
@@ -76,8 +74,9 @@ class Liveness(Middleware):
         if not acquired:
             self.logger.warning("The heartbeat thread is stuck; marking this worker stopped anyway.")
         try:
-            self.client.zadd(self.keys.heartbeats(), {_broker_id(broker): STOPPED})
-            self.client.hdel(self.keys.workers(), _broker_id(broker))
+            for shard in _keyspaces(broker):
+                shard.client.zadd(shard.keys.heartbeats(), {_broker_id(broker): STOPPED})
+                shard.client.hdel(shard.keys.workers(), _broker_id(broker))
             moved = self.sweep_once(broker, cutoff=STOPPED)
             if moved:
                 self.logger.warning("Gave back %d job(s) still running at the end of the shutdown.", moved)
@@ -108,15 +107,19 @@ class Liveness(Middleware):
             "host": socket.gethostname(), "pid": os.getpid(), "ppid": os.getppid(),
             "threads": getattr(worker, "worker_threads", None), "startedAt": now_ms(),
         }  # fmt: skip
-        self.client.hset(self.keys.workers(), _broker_id(broker), json.dumps(description))
+        for shard in _keyspaces(broker):
+            shard.client.hset(shard.keys.workers(), _broker_id(broker), json.dumps(description))
 
     def beat(self, broker: Broker) -> None:
+        """Stamp this process's heartbeat in every keyspace it works in (on a cluster, each queue's:
+        the sweep and the API's cancel read them there)."""
         now = now_ms()
-        self.client.zadd(self.keys.heartbeats(), {_broker_id(broker): now})
+        for shard in _keyspaces(broker):
+            shard.client.zadd(shard.keys.heartbeats(), {_broker_id(broker): now})
         slots = getattr(broker, "slots", None)
         if isinstance(slots, SlotHolds):
             # The concurrency slots this process holds stay its own while it beats.
-            slots.renew(self.client, now + self.timeout_ms)
+            slots.renew(broker.client, now + self.timeout_ms)  # type: ignore[attr-defined]
         if self._healthy_since is None:
             self._healthy_since = time.monotonic()
 
@@ -127,23 +130,34 @@ class Liveness(Middleware):
         return now - self.timeout_ms if healthy_for_ms >= self.timeout_ms else STOPPED
 
     def sweep_once(self, broker: Broker, *, cutoff: int | None = None) -> int:
-        """Requeue the unacked messages of every worker whose stamp is at or below the cutoff."""
-        queues: set[str] = set()
-        for queue in broker.get_declared_queues():
-            queues.update((queue, delay_queue(queue)))
-        per_queue: list[str | int] = []
-        for queue in sorted(queues):
-            keys = self.keys
-            per_queue += [
-                keys.acks_suffix(queue), keys.queue(queue), keys.queue_messages(queue), keys.wakeup(queue),
-                0 if is_delay_queue(queue) else 1,
-            ]  # fmt: skip
+        """Requeue the unacked messages of every worker whose stamp is at or below the cutoff, in
+        each keyspace (one atomic call each)."""
         now = now_ms()
-        args: list[str | int] = [
-            now, self.cutoff(now) if cutoff is None else cutoff, self.keys.heartbeats(), self.keys.acks_prefix(),
-            self.keys.job_prefix(), WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, *per_queue,
-        ]  # fmt: skip
-        return int(self.sweep(args=args))
+        cutoff = self.cutoff(now) if cutoff is None else cutoff
+        moved = 0
+        for shard in _keyspaces(broker):
+            keys = shard.keys
+            queues: set[str] = set()
+            for queue in broker.get_declared_queues():
+                if keys.for_queue(queue) == keys:
+                    queues.update((queue, delay_queue(queue)))
+            per_queue: list[str | int] = []
+            for queue in sorted(queues):
+                per_queue += [
+                    keys.acks_suffix(queue), keys.queue(queue), keys.queue_messages(queue), keys.wakeup(queue),
+                    0 if is_delay_queue(queue) else 1,
+                ]  # fmt: skip
+            args: list[str | int] = [
+                now, cutoff, keys.heartbeats(), keys.acks_prefix(), keys.job_prefix(), WAKEUP_TOKENS,
+                WAKEUP_TTL_SECONDS, *per_queue,
+            ]  # fmt: skip
+            moved += int(shard.client.register_script(SWEEP_DEAD_WORKERS)(args=args))
+        return moved
+
+
+def _keyspaces(broker: Broker) -> list[Shard[redis.Redis]]:
+    """The keyspaces a broker works in, with their clients (app/broker/broker.py)."""
+    return broker.keyspaces()  # type: ignore[attr-defined,no-any-return]
 
 
 def _broker_id(broker: Broker) -> str:

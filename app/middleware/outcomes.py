@@ -24,7 +24,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from app.broker.enqueue import COMPACT_JSON, job_data
 from app.broker.messages import FetchedMessage, delivery_key, job_queue
 from app.connection.commands import Command
-from app.connection.worker_writes import WorkerWrites
+from app.connection.worker_writes import ShardedWrites
 from app.errors import BrokerUnavailable, JobCanceled
 from app.middleware.retries import NEXT_RETRY_AT, RETRY_LOST
 from app.outcomes.log import OutcomeLog
@@ -62,7 +62,7 @@ class OutcomeRecorder(Middleware):
         self,
         *,
         log: OutcomeLog,
-        writes: WorkerWrites,
+        writes: ShardedWrites,
         max_crash_deliveries: int,
         on_write_error: Callable[[], None] = lambda: None,
     ) -> None:
@@ -102,12 +102,14 @@ class OutcomeRecorder(Middleware):
         if prior is not None:
             # Sent before the job runs (a job that kills its process is counted), but not waited
             # for: the count it returns is known from the fetch. Tried until Redis takes it.
-            self.writes.post([running], on_failure=lambda error: self._start_lost(key, error))
+            self.writes.for_job(message.message_id).post(
+                [running], on_failure=lambda error: self._start_lost(key, error)
+            )
             deliveries = prior + 1
         else:
             # The fetch could not read it: this start waits for its own count.
             try:
-                deliveries = int(self.writes.write([running]))
+                deliveries = int(self.writes.for_job(message.message_id).write([running]))
             except (BrokerUnavailable, redis.RedisError) as error:
                 self._start_lost(key, error)
                 deliveries = 1
@@ -265,7 +267,7 @@ class OutcomeRecorder(Middleware):
         if isinstance(message, FetchedMessage):
             message.settle_with = commands
         else:  # not our consumer's message (unit tests): queued behind its ack
-            self.writes.defer(commands, on_failure=self._count_failure)
+            self.writes.for_job(message.message_id).defer(commands, on_failure=self._count_failure)
 
     def _count_failure(self, failure: BaseException) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from app.connection.clients import make_client, refuse_cluster
+from app.connection.clients import check_cluster_mode, make_client
 from app.errors import SettingsError
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = make_client(settings)
     try:
-        refuse_cluster(client, settings)
+        check_cluster_mode(client, settings)
         report = run_with(settings, client, load_job_types(settings.job_modules))
     except SettingsError as error:
         print(f"cleanup: {error}", file=sys.stderr)

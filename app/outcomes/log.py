@@ -114,12 +114,13 @@ class OutcomeLog:
         """How long a record in this state is kept (s)."""
         return self.state_retention.get(state, self.retention_seconds)
 
-    def trimmed(self, state: str) -> list[Command]:
-        """What keeps the records of a final state within its cap (nothing when it has none)."""
+    def trimmed(self, state: str, keys: Keys | None = None) -> list[Command]:
+        """What keeps the records of a final state within its cap (nothing when it has none), in
+        `keys`' keyspace (on a cluster the cap holds per queue)."""
         cap = self.caps.get(state)
         if not cap or state == SUCCEEDED:  # the succeeded script keeps its own cap (packed.py)
             return []
-        keys = self.keys
+        keys = keys or self.keys
         return [
             (
                 "EVAL", TRIM_STATE_SCRIPT, 0, keys.state_index(state), cap, TRIM_AT_MOST, keys.job_prefix(),
@@ -160,7 +161,8 @@ class OutcomeLog:
     ) -> list[Command]:
         """A finished job put back on its queue (its executions and redeliveries count on, and its
         history of attempts is kept)."""
-        record = self.keys.job(job_id)
+        keys = self.keys.for_job(job_id)
+        record = keys.job(job_id)
         values = self.queued_values(
             job_id=job_id, job_name=job_name, queue=queue, max_retries=max_retries, data_json=data_json, at_ms=at_ms,
             priority=priority,
@@ -187,9 +189,9 @@ class OutcomeLog:
                 "worker",
             ),
             ("HINCRBY", record, "requeues", 1),
-            *self._leave(job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, CANCELED, RETRYING)),
+            *self._leave(keys, job_id, job_name, (FAILED, SUCCEEDED, SKIPPED, CANCELED, RETRYING)),
             ("HSET", record, *fields),
-            *self._enter(job_id, job_name, QUEUED, index_score(at_ms)),
+            *self._enter(keys, job_id, job_name, QUEUED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
         ]
 
@@ -198,7 +200,7 @@ class OutcomeLog:
         enqueue script, after its message and wake-up keys: the records' prefix, the queued and all
         indexes (global, per type), the enqueued count (hash, field), the retention, and the values
         of GROUP_FIELDS."""
-        keys = self.keys
+        keys = self.keys.for_queue(queue)
         return (
             keys.job_prefix(), keys.state_index(QUEUED), keys.state_index(QUEUED, job_name), keys.all_index(),
             keys.all_index(job_name), keys.enqueued_counts(), keys.enqueued_count_field(job_name, queue),
@@ -218,21 +220,23 @@ class OutcomeLog:
         many times this attempt was delivered without finishing (a crash loop shows there)."""
         # A first attempt has never been retrying (a requeue takes a job out of that index).
         left = (QUEUED,) if attempt == 1 else (QUEUED, RETRYING)
-        indexes = self._indexes(job_name, (RUNNING, *left))
+        keys = self.keys.for_job(job_id)
+        indexes = self._indexes(keys, job_name, (RUNNING, *left))
         args = (job_id, job_name, queue, attempt, at_ms, index_score(at_ms), self.retention_seconds, worker)
-        bucket = bucket_key(self.keys, job_id)
-        return ("EVAL", RUNNING_SCRIPT, 2 + len(indexes), self.keys.job(job_id), *indexes, bucket, *args)
+        bucket = bucket_key(keys, job_id)
+        return ("EVAL", RUNNING_SCRIPT, 2 + len(indexes), keys.job(job_id), *indexes, bucket, *args)
 
     def cancel(self, *, job_id: str, job_name: str, at_ms: int) -> Command:
         """A job's cancel (cancel.lua): its reply says what happened."""
-        indexes = self._indexes(job_name, (CANCELED, QUEUED, RETRYING))
+        keys = self.keys.for_job(job_id)
+        indexes = self._indexes(keys, job_name, (CANCELED, QUEUED, RETRYING))
         return (
             "EVAL",
             CANCEL_SCRIPT,
             2 + len(indexes),
-            self.keys.job(job_id),
+            keys.job(job_id),
             *indexes,
-            bucket_key(self.keys, job_id),
+            bucket_key(keys, job_id),
             job_id,
             at_ms,
             index_score(at_ms),
@@ -240,8 +244,9 @@ class OutcomeLog:
 
     def deliveries(self, job_ids: Sequence[str]) -> Command:
         """One call whose reply is each job's `deliveries`: how many times its current attempt
-        started without finishing (0 for a job without a record)."""
-        return ("EVAL", DELIVERIES_SCRIPT, len(job_ids), *(self.keys.job(job_id) for job_id in job_ids))
+        started without finishing (0 for a job without a record). On a cluster, the jobs of one
+        queue (a fetch's)."""
+        return ("EVAL", DELIVERIES_SCRIPT, len(job_ids), *(self.keys.for_job(job_id).job(job_id) for job_id in job_ids))
 
     def retrying(
         self,
@@ -261,7 +266,8 @@ class OutcomeLog:
         scheduled; the attempt is appended to the record's `history` too (the last MAX_HISTORY).
         Written after the ack: by then the retry may have run, so it applies only if no later
         attempt has started and the job has not finished (one call, still one round trip)."""
-        record = self.keys.job(job_id)
+        keys = self.keys.for_job(job_id)
+        record = keys.job(job_id)
         entry = history_entry(
             attempt=attempt, started_at_ms=started_at_ms, finished_at_ms=at_ms, duration_ms=duration_ms,
             error=error, traceback=traceback, worker=worker,
@@ -271,17 +277,17 @@ class OutcomeLog:
              "traceback", traceback[-MAX_TRACEBACK_CHARS:], "nextRetryAt", next_retry_at_ms,
              "durationMs", duration_ms, "finishedAt", at_ms, "updatedAt", at_ms, "deliveries", 0,
              "worker", worker),
-            *self._leave(job_id, job_name, (RUNNING,)),
-            *self._enter(job_id, job_name, RETRYING, index_score(at_ms)),
+            *self._leave(keys, job_id, job_name, (RUNNING,)),
+            *self._enter(keys, job_id, job_name, RETRYING, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
-            *self._counted("retried", at_ms),
+            *self._counted(keys, "retried", at_ms),
         ]  # fmt: skip
         return (
             "EVAL",
             UNLESS_SUPERSEDED,
             2,
             record,
-            bucket_key(self.keys, job_id),
+            bucket_key(keys, job_id),
             job_id,
             attempt,
             entry,
@@ -311,9 +317,9 @@ class OutcomeLog:
         is gone (expired, or lost with a Redis that restarted empty). `delivery`: which delivery
         of the attempt this run was, when known: its `running` was sent but not waited for, so
         the record tells whether it counted the execution (if not, this write does)."""
-        keys = self.keys
+        keys = self.keys.for_job(job_id)
         left = (RUNNING,) if started else (RUNNING, QUEUED, RETRYING)
-        indexes = [*self._indexes(job_name, left), keys.all_index(), keys.all_index(job_name)]
+        indexes = [*self._indexes(keys, job_name, left), keys.all_index(), keys.all_index(job_name)]
         counts = keys.minute_counts(at_ms // 60_000)
         return (
             "EVAL", SUCCEEDED_SCRIPT, 5 + len(indexes), keys.job(job_id), bucket_key(keys, job_id),
@@ -328,26 +334,37 @@ class OutcomeLog:
         """A running attempt's progress (a percentage, and a message: '' for none). Written only
         while the record is running this attempt: a late write, landing after the attempt
         finished or a later one started, changes nothing."""
-        return ("EVAL", PROGRESS_SCRIPT, 1, self.keys.job(job_id), attempt, repr(float(value)), message, at_ms)
+        return (
+            "EVAL",
+            PROGRESS_SCRIPT,
+            1,
+            self.keys.for_job(job_id).job(job_id),
+            attempt,
+            repr(float(value)),
+            message,
+            at_ms,
+        )
 
     def skipped(self, *, job_id: str, job_name: str, reason: str, at_ms: int) -> list[Command]:
-        record = self.keys.job(job_id)
+        keys = self.keys.for_job(job_id)
+        record = keys.job(job_id)
         return [
             ("HSET", record, "state", SKIPPED, "error", reason[:MAX_ERROR_CHARS], "finishedAt", at_ms,
              "updatedAt", at_ms, "deliveries", 0),
-            *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
-            *self._enter(job_id, job_name, SKIPPED, index_score(at_ms)),
+            *self._leave(keys, job_id, job_name, (RUNNING, QUEUED, RETRYING)),
+            *self._enter(keys, job_id, job_name, SKIPPED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
         ]  # fmt: skip
 
     def canceled(self, *, job_id: str, job_name: str, reason: str, duration_ms: int, at_ms: int) -> list[Command]:
         """A running job that stopped on its cancel (or was interrupted by a forced one)."""
-        record = self.keys.job(job_id)
+        keys = self.keys.for_job(job_id)
+        record = keys.job(job_id)
         return [
             ("HSET", record, "state", CANCELED, "error", reason[:MAX_ERROR_CHARS], "canceledAt", at_ms,
              "finishedAt", at_ms, "durationMs", duration_ms, "updatedAt", at_ms, "deliveries", 0),
-            *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
-            *self._enter(job_id, job_name, CANCELED, index_score(at_ms)),
+            *self._leave(keys, job_id, job_name, (RUNNING, QUEUED, RETRYING)),
+            *self._enter(keys, job_id, job_name, CANCELED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_seconds),
         ]  # fmt: skip
 
@@ -366,7 +383,8 @@ class OutcomeLog:
         at_ms: int,
     ) -> list[Command]:
         """Dead-lettered: retries spent, a permanent error, or a crash loop."""
-        record = self.keys.job(job_id)
+        keys = self.keys.for_job(job_id)
+        record = keys.job(job_id)
         error = error[:MAX_ERROR_CHARS]
         fields: list[Any] = [
             "jobId", job_id, "jobName", job_name, "queue", queue, "state", FAILED, "error", error,
@@ -375,57 +393,58 @@ class OutcomeLog:
         ]  # fmt: skip
         if duration_ms is not None:
             fields += ["durationMs", duration_ms]
-        compat = self.keys.failed_job_compat(job_id)
+        compat = keys.failed_job_compat(job_id)
         failed_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_ms / 1000))
         return [
             ("HSET", record, *fields),
             ("HDEL", record, "nextRetryAt"),
-            *self._leave(job_id, job_name, (RUNNING, QUEUED, RETRYING)),
-            *self._enter(job_id, job_name, FAILED, index_score(at_ms)),
+            *self._leave(keys, job_id, job_name, (RUNNING, QUEUED, RETRYING)),
+            *self._enter(keys, job_id, job_name, FAILED, index_score(at_ms)),
             ("EXPIRE", record, self.retention_of(FAILED)),
             ("HSET", compat, "jobId", job_id, "jobName", job_name, "data", data_json, "error", error,
              "attempts", attempts, "failedAt", at_ms, "time", failed_at),
             ("EXPIRE", compat, self.retention_of(FAILED)),
-            *self.trimmed(FAILED),
-            *self._counted("failed", at_ms),
+            *self.trimmed(FAILED, keys),
+            *self._counted(keys, "failed", at_ms),
         ]  # fmt: skip
 
     def counted_execution(self, job_id: str) -> Command:
         """An execution whose `running` could not be written (Redis was down)."""
-        return ("HINCRBY", self.keys.job(job_id), "executions", 1)
+        return ("HINCRBY", self.keys.for_job(job_id).job(job_id), "executions", 1)
 
     def delete(self, job_id: str, job_name: str) -> list[Command]:
+        keys = self.keys.for_job(job_id)
         commands: list[Command] = [
-            ("DEL", self.keys.job(job_id), self.keys.failed_job_compat(job_id)),
+            ("DEL", keys.job(job_id), keys.failed_job_compat(job_id)),
             self.packed_deleted(job_id),
         ]
         for state in (*STATES, "all"):
-            commands.append(("ZREM", self.keys.state_index(state), job_id))
-            commands.append(("ZREM", self.keys.state_index(state, job_name), job_id))
+            commands.append(("ZREM", keys.state_index(state), job_id))
+            commands.append(("ZREM", keys.state_index(state, job_name), job_id))
         return commands
 
     def packed_deleted(self, job_id: str) -> Command:
         """A succeeded job's packed record removed (and no longer counted); nothing if it has none."""
-        keys = self.keys
+        keys = self.keys.for_job(job_id)
         return ("EVAL", DELETE_PACKED_SCRIPT, 2, bucket_key(keys, job_id), keys.succeeded_sizes(), job_id,
                 bucket_of(job_id))  # fmt: skip
 
-    def _counted(self, outcome: str, at_ms: int) -> list[Command]:
+    @staticmethod
+    def _counted(keys: Keys, outcome: str, at_ms: int) -> list[Command]:
         """One more `outcome` in the counts of the minute of `at_ms` (the console's charts)."""
-        counts = self.keys.minute_counts(at_ms // 60_000)
+        counts = keys.minute_counts(at_ms // 60_000)
         return [("HINCRBY", counts, outcome, 1), ("EXPIRE", counts, MINUTE_COUNTS_TTL_SECONDS)]
 
-    def _indexes(self, job_name: str, states: Iterable[str]) -> list[str]:
-        """The global and per-job-type index of each state, in that order."""
-        return [
-            key for state in states for key in (self.keys.state_index(state), self.keys.state_index(state, job_name))
-        ]
+    @staticmethod
+    def _indexes(keys: Keys, job_name: str, states: Iterable[str]) -> list[str]:
+        """The global (on a cluster: the queue's) and per-job-type index of each state, in that order."""
+        return [key for state in states for key in (keys.state_index(state), keys.state_index(state, job_name))]
 
-    def _enter(self, job_id: str, job_name: str, state: str, score: int) -> list[Command]:
-        return [("ZADD", key, score, job_id) for key in self._indexes(job_name, (state,))]
+    def _enter(self, keys: Keys, job_id: str, job_name: str, state: str, score: int) -> list[Command]:
+        return [("ZADD", key, score, job_id) for key in self._indexes(keys, job_name, (state,))]
 
-    def _leave(self, job_id: str, job_name: str, states: Iterable[str]) -> list[Command]:
-        return [("ZREM", key, job_id) for key in self._indexes(job_name, states)]
+    def _leave(self, keys: Keys, job_id: str, job_name: str, states: Iterable[str]) -> list[Command]:
+        return [("ZREM", key, job_id) for key in self._indexes(keys, job_name, states)]
 
 
 def history_entry(

@@ -62,7 +62,7 @@ def test_a_worker_killed_after_scheduling_a_retry_leaves_nothing_for_the_sweep_t
     assert not redis_client.hexists(KEYS.queue_messages("default"), message.options["redis_message_id"])
 
     redis_client.zadd(KEYS.heartbeats(), {broker.broker_id: STOPPED})
-    liveness = Liveness(keys=KEYS, client=broker.client, heartbeat_timeout_ms=1000)
+    liveness = Liveness(heartbeat_timeout_ms=1000)
     assert liveness.sweep_once(broker, cutoff=STOPPED) == 0
     assert redis_client.llen(KEYS.queue("default")) == 0
 
@@ -85,6 +85,6 @@ def test_a_delayed_message_moved_to_its_queue_leaves_nothing_on_the_delay_queue_
     assert redis_client.hlen(KEYS.queue_messages(delay_queue("default"))) == 0
     assert redis_client.llen(KEYS.queue("default")) == 1
     redis_client.zadd(KEYS.heartbeats(), {broker.broker_id: STOPPED})
-    liveness = Liveness(keys=KEYS, client=broker.client, heartbeat_timeout_ms=1000)
+    liveness = Liveness(heartbeat_timeout_ms=1000)
     assert liveness.sweep_once(broker, cutoff=STOPPED) == 0
     assert redis_client.llen(KEYS.queue("default")) == 1

@@ -80,7 +80,7 @@ def test_messages_given_back_again_and_again_are_moved_once_and_logged_once(
 
     # The stopping worker then marks itself stopped and sweeps itself: nothing is left to move.
     redis_client.zadd(KEYS.heartbeats(), {broker.broker_id: STOPPED})
-    liveness = Liveness(keys=KEYS, client=broker.client, heartbeat_timeout_ms=1000)
+    liveness = Liveness(heartbeat_timeout_ms=1000)
     assert liveness.sweep_once(broker, cutoff=STOPPED) == 0
     assert sorted(_ids(redis_client, KEYS.queue(DQ))) == sorted(redis_ids)
 

@@ -15,6 +15,7 @@ import redis
 from app.broker.broker import TaskQueueBroker
 from app.broker.consumer import InFlight
 from app.broker.messages import FetchedMessage
+from app.connection.shards import Shard
 from app.jobs import JobRegistry
 from app.keys import Keys
 from app.middleware.liveness import STOPPED, Liveness
@@ -35,8 +36,9 @@ def _fetched_by(client: redis.Redis, worker: str, redis_id: str, job_id: str) ->
 
 
 def test_sweep_after_an_outage_waits_for_a_whole_timeout_of_its_own_heartbeats(redis_client: redis.Redis) -> None:
-    me = cast(Any, SimpleNamespace(broker_id="me", get_declared_queues=lambda: {"default"}))
-    liveness = Liveness(keys=KEYS, client=redis_client, heartbeat_timeout_ms=500)
+    shard = Shard(KEYS, redis_client)
+    me = cast(Any, SimpleNamespace(broker_id="me", get_declared_queues=lambda: {"default"}, keyspaces=lambda: [shard]))
+    liveness = Liveness(heartbeat_timeout_ms=500)
     # As Redis comes back after an outage: every stamp is old, the other worker is alive but
     # has not reconnected yet; a third one stopped cleanly before the outage.
     redis_client.zadd(KEYS.heartbeats(), {"other": now_ms() - 10_000, "stopped": STOPPED})

@@ -13,7 +13,7 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 
 from app.connection.commands import Command
-from app.connection.worker_writes import WorkerWrites
+from app.connection.worker_writes import ShardedWrites, WorkerWrites
 from app.keys import Keys
 from app.middleware.current_job import (
     MAX_PROGRESS_MESSAGE_CHARS,
@@ -65,11 +65,11 @@ class Harness:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.writes = CountingWrites(client)
-        self.jobs = CurrentJob(log=LOG, writes=self.writes)
+        self.jobs = CurrentJob(log=LOG, writes=ShardedWrites.single(self.writes))
         self.broker = StubBroker(
             middleware=[
                 self.jobs,
-                OutcomeRecorder(log=LOG, writes=self.writes, max_crash_deliveries=3),
+                OutcomeRecorder(log=LOG, writes=ShardedWrites.single(self.writes), max_crash_deliveries=3),
                 DurableRetries(max_retries=3, min_backoff=10, max_backoff=20, enqueue_deadline_ms=1000),
             ]
         )

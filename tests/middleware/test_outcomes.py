@@ -18,7 +18,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
 from app.connection.commands import Command
-from app.connection.worker_writes import WorkerWrites
+from app.connection.shards import Shards
+from app.connection.worker_writes import ShardedWrites, WorkerWrites
 from app.errors import PermanentJobError
 from app.keys import Keys
 from app.middleware.outcomes import OutcomeRecorder, worker_name
@@ -104,7 +105,7 @@ class Harness:
         self.write_errors = 0
         self.writes = WorkerWrites(client)
         self.recorder = OutcomeRecorder(
-            log=LOG, writes=self.writes, max_crash_deliveries=3, on_write_error=self._count_error
+            log=LOG, writes=ShardedWrites.single(self.writes), max_crash_deliveries=3, on_write_error=self._count_error
         )
         # Retries wait 50-100 ms, so that the order of transitions is fixed (see the late-write tests below).
         self.broker = StubBroker(
@@ -375,6 +376,7 @@ def test_the_recorder_runs_its_after_hooks_after_the_retries_middleware() -> Non
     from app.worker import build_middleware
 
     client = fakeredis.FakeRedis()
-    kinds = [type(m) for m in build_middleware(Settings(), KEYS, LOG, client, WorkerWrites(client))]
+    shards = Shards.single(client, KEYS)
+    kinds = [type(m) for m in build_middleware(Settings(), shards, LOG, ShardedWrites(shards))]
     assert kinds.count(OutcomeRecorder) == 1 and kinds.count(DurableRetries) == 1
     assert kinds.index(OutcomeRecorder) < kinds.index(DurableRetries)
