@@ -66,6 +66,11 @@ class Plan:
     #: Runs of each flow-control variant: its 5 % target is smaller than this machine's run-to-run
     #: spread (±20 % seen), so more runs, and their median.
     flow_repeats: int = 7
+    #: The flow-control runs' window and jobs: longer than the other sections' (3 s), so that the
+    #: figure is less at the mercy of a passing second of load (at 7,000 jobs/s a 6 s window
+    #: after the warm-up takes about 50,000 jobs).
+    flow_window_s: float = 6.0
+    flow_jobs: int = 90_000
     #: A limit that binds (a quarter of 2x8's threads), reported without a target.
     bound_concurrency: int = 4
     bound_jobs: int = 20_000
@@ -95,6 +100,8 @@ QUICK = Plan(
     enqueue_repeats=1,
     flow_config="1x2",
     flow_repeats=1,
+    flow_window_s=0.5,
+    flow_jobs=3_000,
     bound_concurrency=1,
     bound_jobs=3_000,
     backlog_jobs=500,
@@ -190,8 +197,8 @@ def measure_flow(context: Context, plan: Plan) -> dict[str, Any]:
     levels, their type declared with a concurrency limit that never binds), each of the two alone,
     and with a limit that binds."""
     processes, threads = _config(plan.flow_config)
-    run = Run(jobs=plan.worker_jobs, warmup_s=plan.warmup_s, window_s=plan.window_s)
-    bound_run = dataclasses.replace(run, jobs=plan.bound_jobs)
+    run = Run(jobs=plan.flow_jobs, warmup_s=plan.warmup_s, window_s=plan.flow_window_s)
+    bound_run = dataclasses.replace(run, jobs=plan.bound_jobs, window_s=plan.window_s)
     limited = {"job": LIMITED_NOOP, "priorities": PRIORITY_LEVELS, "JOB_MODULES": FLOW_MODULE}
     never_binds = {CONCURRENCY_ENV: str(plan.flow_concurrency)}
     variants: dict[str, tuple[Run, dict[str, Any]]] = {
@@ -203,8 +210,14 @@ def measure_flow(context: Context, plan: Plan) -> dict[str, Any]:
         "bound": (bound_run, {**limited, CONCURRENCY_ENV: str(plan.bound_concurrency)}),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    for _ in range(plan.flow_repeats):
-        for name, (name_run, options) in variants.items():
+    for repeat in range(plan.flow_repeats):
+        # Plain and flow control swap places every other repeat, so that a drift of the machine's
+        # speed within a repeat favours neither.
+        names = list(variants)
+        if repeat % 2:
+            names[0], names[1] = names[1], names[0]
+        for name in names:
+            name_run, options = variants[name]
             measure = functools.partial(throughput, context, OURS, processes, threads, name_run, **options)
             runs[name].append(_step(f"flow control: {name} {plan.flow_config}", measure))
     rate = {name: statistics.median(result["jobs_per_s"] for result in results) for name, results in runs.items()}

@@ -176,14 +176,26 @@ class WakeableConsumer(_RedisConsumer):
         fetched = self.fetcher.fetch(count)
         if fetched.next_due_ms:
             heapq.heappush(self.etas, fetched.next_due_ms)  # wake when a throttled job is due
-        decoded = [self._decode(body, deliveries) for body, deliveries in fetched.jobs]
-        if self.limited:
-            limited = self.limited
-            self.broker.slots.take(
-                (entry.options["redis_message_id"], entry.actor_name)
-                for entry in decoded
-                if isinstance(entry, FetchedMessage) and entry.actor_name in limited
-            )
+        if not self.limited:
+            return [self._decode(body, deliveries) for body, deliveries in fetched.jobs]
+        # The slots the fetch took, read off the decoded messages themselves in the same loop
+        # (not through each proxy's attribute lookup afterwards: that was about 1 % of the
+        # worker's CPU per job, py-spy).
+        limited, taken = self.limited, []
+        decoded: list[FetchedMessage | bytes | None] = []
+        for body, deliveries in fetched.jobs:
+            if body is None:
+                decoded.append(None)
+                continue
+            try:
+                message = dramatiq.Message.decode(body)
+            except DecodeError:
+                decoded.append(body)
+                continue
+            if message.actor_name in limited:
+                taken.append((message.options["redis_message_id"], message.actor_name))
+            decoded.append(FetchedMessage(message, deliveries))
+        self.broker.slots.take(taken)
         return decoded
 
     @staticmethod
