@@ -27,8 +27,8 @@ from app.api.openapi import document
 from app.api.operations import OPERATIONS
 from app.api.queue_metrics import QueueCollector
 from app.broker.enqueue import Enqueuer
-from app.connection.api_writes import WriteBatcher
-from app.connection.clients import check_cluster_mode_async, describe, make_async_client, make_client
+from app.connection.api_writes import WriteRouter
+from app.connection.clients import check_cluster_mode_async, describe, make_async_shards, make_shards
 from app.errors import SettingsError, shown
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
@@ -69,19 +69,22 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     settings.require_api_key()
     registry = load_job_types(settings.job_modules) if job_registry is None else job_registry
     loaded_schedules = load_schedules(settings, registry)
-    keys = Keys(namespace=settings.namespace)
+    keys = Keys.root(settings.namespace, cluster=settings.redis_cluster)
     log = OutcomeLog.for_settings(keys, settings)
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)
-    client = make_async_client(settings)
+    # One client per Redis: the one (or the Sentinel master), or each master of a Redis Cluster.
+    shards = make_async_shards(settings, keys)
+    client = shards.client(keys)  # on a cluster, until the slot map is read: the REDIS_URL node's
     metrics_registry = CollectorRegistry()
-    sync_client = make_client(settings, retry_once=True)  # it only reads
+    sync_shards = make_shards(settings, keys, retry_once=True)  # it only reads
     metrics_registry.register(
         QueueCollector(
-            client=sync_client,
+            client=sync_shards.client(keys),
             keys=keys,
             jobs=[(t.name, t.queue) for t in registry],
             heartbeat_timeout_ms=settings.heartbeat_timeout_ms,
             limited=[(t.name, t.queue) for t in registry.limited()],
+            shards=sync_shards,
         )
     )
     api = Api(
@@ -90,16 +93,17 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
         keys=keys,
         enqueuer=enqueuer,
         client=client,
-        batcher=WriteBatcher(
-            client,
+        batcher=WriteRouter(
+            shards,
             timeout_s=REDIS_DEADLINE_S,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         ),
-        store=JobStore(client=client, keys=keys, log=log, enqueuer=enqueuer),
+        store=JobStore(client=client, keys=keys, log=log, enqueuer=enqueuer, shards=shards, queues=registry.queues()),
         metrics_registry=metrics_registry,
         http_metrics=HttpMetrics(metrics_registry),
         openapi=document(ROUTES, OPERATIONS, registry, max_batch_jobs=settings.max_batch_jobs),
+        shards=shards,
         schedules=loaded_schedules,
     )
 
@@ -107,11 +111,14 @@ def create_app(settings: Settings, *, job_registry: JobRegistry | None = None) -
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             await check_cluster_mode_async(client, settings)
+            await shards.start()  # on a cluster: the slot map read, and kept fresh
+            # The root keys' node, once known (on one Redis: the same client).
+            api.client = api.store.client = shards.client(keys)
             logger.info("API ready; Redis at %s", describe(settings))
             yield
         finally:
-            await client.aclose()
-            sync_client.close()
+            await shards.aclose()
+            sync_shards.close()
 
     app = Starlette(
         routes=[*ROUTES, *CONSOLE_ROUTES],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis.asyncio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -23,6 +24,7 @@ from app.api.errors import ApiError, deadline
 from app.api.jobs import path_job_id
 from app.broker.messages import CANCEL_STARTED as STARTED
 from app.broker.messages import CANCEL_STOPPED as STOPPED
+from app.connection.shards import Shard
 from app.errors import JobNotFound
 from app.outcomes import packed
 from app.outcomes.record import DETAIL_FIELDS, RUNNING, SUCCEEDED, now_ms, public
@@ -45,15 +47,17 @@ async def cancel_job(request: Request) -> Response:
 async def cancel(api: Api, job_id: str, *, force: bool = False) -> tuple[int, dict[str, Any]]:
     """Cancel a job: the status (200 or 202) and the job as it is then, with a message; JobNotFound,
     or ApiError 409 if it has finished. (The console's cancel button calls this too.)"""
+    shard = api.store.shard_of(job_id)  # on a Redis Cluster, the job's queue's keyspace
+    client = shard.client
     async with deadline():
-        job_name = await api.client.hget(api.keys.job(job_id), "jobName")
+        job_name = await client.hget(shard.keys.job(job_id), "jobName")
         if job_name is not None:
             outcome = _text(
-                await api.client.execute_command(
+                await client.execute_command(
                     *api.store.log.cancel(job_id=job_id, job_name=_text(job_name), at_ms=now_ms())
                 )
             )
-        elif await api.client.hexists(packed.bucket_key(api.keys, job_id), job_id):
+        elif await client.hexists(packed.bucket_key(shard.keys, job_id), job_id):
             outcome = SUCCEEDED  # its record is packed (app/outcomes/packed.py)
         else:
             raise JobNotFound(job_id)
@@ -63,7 +67,7 @@ async def cancel(api: Api, job_id: str, *, force: bool = False) -> tuple[int, di
         raise ApiError(
             409, f"job {job_id} is {outcome}: only queued, delayed, retrying or running jobs can be canceled"
         )
-    answer = await _ask_workers(api, job_id, force)
+    answer = await _ask_workers(api, shard, job_id, force)
     async with deadline():
         record = await api.store.get(job_id, DETAIL_FIELDS)
     body: dict[str, Any] = public(record, DETAIL_FIELDS)
@@ -80,21 +84,23 @@ async def cancel(api: Api, job_id: str, *, force: bool = False) -> tuple[int, di
     return 202, {**body, "message": message}
 
 
-async def _ask_workers(api: Api, job_id: str, force: bool) -> str | None:
+async def _ask_workers(api: Api, shard: Shard[redis.asyncio.Redis], job_id: str, force: bool) -> str | None:
     """What the live worker processes answer: STARTED if one had started the job, STOPPED if none
     will (none is alive: a dead one cannot start anything, and its jobs come back through a
     fetch, which drops a canceled job), or None if one stayed silent for ANSWER_WAIT_S.
 
     Every live worker is asked, rather than the one that fetched the job last: that would cost
-    each fetch a write to the job's record, and cancels are rare."""
-    keys = api.keys
+    each fetch a write to the job's record, and cancels are rare. On a Redis Cluster, those of the
+    job's keyspace: every worker that serves its queue stamps its heartbeat there, and reads its
+    cancel requests there."""
+    keys, client = shard.keys, shard.client
     async with deadline():
-        live: list[Any] = await api.client.zrangebyscore(
+        live: list[Any] = await client.zrangebyscore(
             keys.heartbeats(), now_ms() - api.settings.heartbeat_timeout_ms, "+inf"
         )
         if not live:
             return STOPPED
-        async with api.client.pipeline(transaction=True) as pipeline:
+        async with client.pipeline(transaction=True) as pipeline:
             pipeline.delete(keys.cancel_answer(job_id))
             for broker_id in live:
                 pipeline.rpush(keys.cancel_requests(_text(broker_id)), f"{job_id}|{int(force)}")
@@ -103,7 +109,7 @@ async def _ask_workers(api: Api, job_id: str, force: bool) -> str | None:
     give_up = time.monotonic() + ANSWER_WAIT_S
     while len(answers) < len(live):
         left = give_up - time.monotonic()
-        reply: Any = await api.client.blpop([keys.cancel_answer(job_id)], timeout=max(0.01, left)) if left > 0 else None
+        reply: Any = await client.blpop([keys.cancel_answer(job_id)], timeout=max(0.01, left)) if left > 0 else None
         if reply is None:
             break
         answers.append(_text(reply[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -13,7 +14,9 @@ from app.api.context import Api, api_of
 from app.api.errors import ApiError, deadline
 from app.broker.enqueue import JOB_REQUEST_FIELDS
 from app.connection.api_writes import run_confirmed
+from app.connection.commands import Command
 from app.errors import InvalidJobData, UnknownJob, shown
+from app.keys import Keys
 from app.outcomes.record import now_ms
 
 #: The longest Idempotency-Key accepted.
@@ -61,7 +64,7 @@ async def enqueue(request: Request) -> Response:
     if idempotency_key is None:
         stored, commands = api.enqueuer.commands(message, delay)
         # The batcher bounds its own round trip (REDIS_DEADLINE_S): no second timer per request.
-        await api.batcher.submit(commands)
+        await api.batcher.submit(commands, api.keys.for_queue(stored.queue_name))
         return _job_added(stored.message_id)
     if not idempotency_key.strip():
         # Most likely an unset variable on the client: enqueuing without the key would not be
@@ -72,11 +75,13 @@ async def enqueue(request: Request) -> Response:
     if len(idempotency_key) > MAX_IDEMPOTENCY_KEY and _characters(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     stored, command = api.enqueuer.command_once(message, delay, idempotency_key, api.settings.idempotency_ttl_seconds)
+    # On a Redis Cluster the key is kept in the queue's keyspace: a key is unique per queue there.
+    shard = api.shards.for_queue(stored.queue_name)
     async with deadline():
         existing = await run_confirmed(
-            api.client,
+            shard.client,
             command,
-            fence=api.keys.replication_fence(),
+            fence=shard.keys.replication_fence(),
             wait_replicas=api.settings.redis_wait_replicas,
             wait_timeout_ms=api.settings.redis_wait_timeout_ms,
         )
@@ -111,11 +116,29 @@ async def enqueue_batch(request: Request) -> Response:
     if problems:
         raise ApiError(422, f"{len(problems)} of {len(jobs)} jobs are invalid; nothing was enqueued", details=problems)
     at = now_ms()
-    commands, ids = [], []
+    # By keyspace: one atomic write per keyspace (on one Redis, the one: all or none; on a Redis
+    # Cluster, one per queue's keyspace, each all or none).
+    commands: dict[Keys, list[Command]] = {}
+    ids = []
     for sequence, (message, delay) in enumerate(prepared):
         stored, job_commands = api.enqueuer.commands(message, delay, at_ms=at, sequence=sequence)
-        commands += job_commands
+        commands.setdefault(api.keys.for_queue(stored.queue_name), []).extend(job_commands)
         ids.append(stored.message_id)
     async with deadline():
-        await api.batcher.submit(commands)
+        if len(commands) == 1:
+            [(keys, only)] = commands.items()
+            await api.batcher.submit(only, keys)
+        else:
+            await _submit_all(api, commands)
     return JSONResponse({"message": f"{len(ids)} jobs added", "jobIds": ids}, status_code=202)
+
+
+async def _submit_all(api: Api, commands: dict[Keys, list[Command]]) -> None:
+    """Each keyspace's commands in its own write, at once; the first failure is raised once all
+    have answered (the others' jobs are then enqueued: a batch is all or none per keyspace)."""
+    results = await asyncio.gather(
+        *(api.batcher.submit(some, keys) for keys, some in commands.items()), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from app.api.context import api_of
 from app.api.errors import REDIS_DEADLINE_S, ApiError, deadline
 from app.connection.clients import REDIS_DOWN_ERRORS
+from app.connection.shards import AsyncShards
 from app.errors import shown
 from app.keys import Keys
 from app.outcomes.record import FINAL_STATES
@@ -71,16 +72,19 @@ def _poller(request: Request) -> StatePoller:
     poller = getattr(request.app.state, "long_poll", None)
     if poller is None:
         api = api_of(request)
-        poller = request.app.state.long_poll = StatePoller(client=api.client, keys=api.keys)
+        poller = request.app.state.long_poll = StatePoller(client=api.client, keys=api.keys, shards=api.shards)
     return poller  # type: ignore[no-any-return]
 
 
 class StatePoller:
     """Wakes the requests waiting on a job once its record's state is final (or the record is gone)."""
 
-    def __init__(self, *, client: redis.asyncio.Redis, keys: Keys) -> None:
+    def __init__(self, *, client: redis.asyncio.Redis, keys: Keys, shards: AsyncShards | None = None) -> None:
+        """`shards`: the clients of the keyspaces (on a Redis Cluster, a job's record is on its
+        queue's node); default: `client` holds them all."""
         self.client = client
         self.keys = keys
+        self.shards = AsyncShards.single(client, keys) if shards is None else shards
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._count = 0
         self._task: asyncio.Task[None] | None = None
@@ -136,10 +140,21 @@ class StatePoller:
             self._task = None
 
     async def _states(self, job_ids: list[str]) -> list[bytes | None]:
-        async with asyncio.timeout(REDIS_DEADLINE_S), self.client.pipeline(transaction=False) as pipeline:
+        """Each job's state (None: no record), one pipelined round trip per keyspace."""
+        by_keyspace: dict[Keys, list[str]] = {}
+        for job_id in job_ids:
+            by_keyspace.setdefault(self.shards.for_job(job_id).keys, []).append(job_id)
+        async with asyncio.timeout(REDIS_DEADLINE_S):
+            parts = await asyncio.gather(*(self._states_of(keys, some) for keys, some in by_keyspace.items()))
+        states = {job_id: state for part in parts for job_id, state in part}
+        return [states[job_id] for job_id in job_ids]
+
+    async def _states_of(self, keys: Keys, job_ids: list[str]) -> list[tuple[str, bytes | None]]:
+        async with self.shards.client(keys).pipeline(transaction=False) as pipeline:
             for job_id in job_ids:
-                pipeline.hget(self.keys.job(job_id), "state")
-            return await pipeline.execute()  # type: ignore[no-any-return]
+                pipeline.hget(keys.job(job_id), "state")
+            states: list[bytes | None] = await pipeline.execute()
+        return list(zip(job_ids, states, strict=True))
 
 
 async def _disconnected(request: Request) -> None:

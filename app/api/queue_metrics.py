@@ -6,6 +6,7 @@ count: they describe the queue, not the process.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from app.api.queue_state import QueueReader, QueueState
+from app.connection.shards import Shards
 from app.keys import Keys
 from app.outcomes.record import now_ms
 
@@ -37,9 +39,13 @@ class QueueCollector(Collector):
         jobs: Iterable[tuple[str, str]],
         heartbeat_timeout_ms: int,
         limited: Iterable[tuple[str, str]] = (),
+        shards: Shards | None = None,
     ) -> None:
+        """`shards`: the clients of the keyspaces (on a Redis Cluster, each queue's is on the node
+        of its slot, and the figures are gathered from each); default: `client` holds them all."""
         self.client = client
         self.keys = keys
+        self.shards = Shards.single(client, keys) if shards is None else shards
         self.jobs = sorted(set(jobs))
         self.reader = QueueReader.for_jobs(keys, self.jobs, limited, heartbeat_timeout_ms=heartbeat_timeout_ms)
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
@@ -89,19 +95,50 @@ class QueueCollector(Collector):
 
     def _read(self) -> dict[str, Any]:
         now = now_ms()
+        if not self.keys.cluster:
+            return self._read_one(now)
+        counts: dict[tuple[str, str], int] = {}
+        states: dict[str, QueueState] = {}
+        alive: set[bytes] = set()
+        for shard in self.shards.of_queues(self.reader.queues):
+            queues = [queue for queue in self.reader.queues if self.keys.for_queue(queue) == shard.keys]
+            reader = dataclasses.replace(self.reader, keys=shard.keys)
+            with shard.client.pipeline(transaction=False) as pipeline:
+                pipeline.hgetall(shard.keys.enqueued_counts())
+                # Workers stamp their heartbeat in the keyspace of each queue they serve: one
+                # worker is in several, counted once.
+                pipeline.zrangebyscore(shard.keys.heartbeats(), now - self.heartbeat_timeout_ms, "+inf")
+                pipeline.execute_command(*reader.command(now, queues))
+                enqueued, live, figures = pipeline.execute()
+            for key, count in _enqueued(self.keys, enqueued).items():
+                counts[key] = counts.get(key, 0) + count
+            alive.update(live)
+            states.update((state.name, state) for state in reader.parse(figures, now, queues))
+        root = self.keys.root_keys()
+        last_cleanup = self.shards.client(root).hget(root.cleanup_status(), "lastRunAt")
+        return {
+            "enqueued": counts,
+            "queues": [states[queue] for queue in self.reader.queues],
+            "workers": len(alive),
+            "cleanup": int(last_cleanup) / 1000 if last_cleanup else 0,  # type: ignore[arg-type]
+        }
+
+    def _read_one(self, now: int) -> dict[str, Any]:
+        """`_read` of one Redis: one round trip."""
         with self.client.pipeline(transaction=False) as pipeline:
             pipeline.hgetall(self.keys.enqueued_counts())
             pipeline.zcount(self.keys.heartbeats(), now - self.heartbeat_timeout_ms, "+inf")
             pipeline.hget(self.keys.cleanup_status(), "lastRunAt")
             pipeline.execute_command(*self.reader.command(now))
             enqueued, workers, last_cleanup, queues = pipeline.execute()
-        counts: dict[tuple[str, str], int] = {}
-        for field, value in enqueued.items():
-            counts[self.keys.parse_enqueued_count_field(field.decode())] = int(value)
         states: list[QueueState] = self.reader.parse(queues, now)
         return {
-            "enqueued": counts,
+            "enqueued": _enqueued(self.keys, enqueued),
             "queues": states,
             "workers": int(workers),
             "cleanup": int(last_cleanup) / 1000 if last_cleanup else 0,
         }
+
+
+def _enqueued(keys: Keys, reply: dict[bytes, bytes]) -> dict[tuple[str, str], int]:
+    return {keys.parse_enqueued_count_field(field.decode()): int(value) for field, value in reply.items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -14,6 +16,7 @@ from app.api.errors import ApiError, deadline
 from app.api.queue_state import QueueReader, QueueState
 from app.connection.commands import Command, run_commands
 from app.errors import shown
+from app.keys import Keys
 from app.outcomes.record import now_ms
 
 
@@ -29,13 +32,35 @@ def _path_queue(request: Request, reader: QueueReader) -> str:
     return str(name)
 
 
-async def _read(request: Request, reader: QueueReader, queues: Sequence[str], *before: Command) -> list[QueueState]:
-    """The queues' figures, read in one round trip after the commands `before` (a pause, a resume)."""
+#: Commands to run before the read, built by the reader of the queue's keyspace (a pause, a resume).
+Before = Callable[[QueueReader], Sequence[Command]]
+
+
+async def _read(
+    request: Request, reader: QueueReader, queues: Sequence[str], before: Before | None = None
+) -> list[QueueState]:
+    """The queues' figures, read in one round trip per keyspace (on one Redis, the one; on a Redis
+    Cluster, each queue's own) after the commands `before` gives (a pause, a resume)."""
+    api = api_of(request)
+    by_keyspace: dict[Keys, list[str]] = {}
+    for queue in queues:
+        by_keyspace.setdefault(api.keys.for_queue(queue), []).append(queue)
     now = now_ms()
-    async with deadline(), api_of(request).client.pipeline(transaction=False) as pipeline:
-        run_commands(pipeline, [*before, reader.command(now, queues)])
-        replies: list[Any] = await pipeline.execute()
-    return reader.parse(replies[-1], now, queues)
+
+    async def read(keys: Keys, some: list[str]) -> list[QueueState]:
+        # The figures that are not a queue's own (live workers) are read in the same keyspace:
+        # workers stamp their heartbeats in the keyspace of every queue they declare.
+        local = reader if keys == reader.keys else dataclasses.replace(reader, keys=keys)
+        commands = [*(before(local) if before is not None else ()), local.command(now, some)]
+        async with api.shards.client(keys).pipeline(transaction=False) as pipeline:
+            run_commands(pipeline, commands)
+            replies: list[Any] = await pipeline.execute()
+        return local.parse(replies[-1], now, some)
+
+    async with deadline():
+        parts = await asyncio.gather(*(read(keys, some) for keys, some in by_keyspace.items()))
+    states = {state.name: state for part in parts for state in part}
+    return [states[queue] for queue in queues]
 
 
 async def list_queues(request: Request) -> Response:
@@ -56,7 +81,8 @@ async def pause_queue(request: Request) -> Response:
     authorize(request, write=True)
     reader = _reader(request)
     queue = _path_queue(request, reader)
-    [state] = await _read(request, reader, [queue], reader.pause_command(queue, now_ms()))
+    at = now_ms()
+    [state] = await _read(request, reader, [queue], lambda local: [local.pause_command(queue, at)])
     return JSONResponse(state.public())
 
 
@@ -64,5 +90,5 @@ async def resume_queue(request: Request) -> Response:
     authorize(request, write=True)
     reader = _reader(request)
     queue = _path_queue(request, reader)
-    [state] = await _read(request, reader, [queue], reader.resume_command(queue))
+    [state] = await _read(request, reader, [queue], lambda local: [local.resume_command(queue)])
     return JSONResponse(state.public())

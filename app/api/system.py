@@ -20,9 +20,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    api = api_of(request)
+    # Every Redis that holds a keyspace (on a Redis Cluster, each master that serves a queue).
+    keyspaces = [*api.keys.keyspaces(api.registry.queues()), api.keys.root_keys()]
+    clients = list({id(client): client for client in map(api.shards.client, keyspaces)}.values())
     try:
         async with asyncio.timeout(2):
-            await api_of(request).client.ping()
+            await asyncio.gather(*(client.ping() for client in clients))
     except (*REDIS_DOWN_ERRORS, TimeoutError, redis.RedisError) as error:
         if refused_credentials(error):
             return JSONResponse({"error": "Redis refused the credentials in REDIS_URL: not ready"}, status_code=503)

@@ -5,7 +5,7 @@ An idle API adds no delay: the first request is sent at once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio
@@ -13,7 +13,9 @@ import redis.asyncio
 from app.connection.atomic import run_atomically_async
 from app.connection.clients import REDIS_DOWN_ERRORS, unavailable
 from app.connection.commands import Command, coalesce
+from app.connection.shards import AsyncShards
 from app.errors import ReplicasBehind
+from app.keys import Keys
 
 #: Upper bound on commands in one pipeline, so a burst does not build one huge transaction.
 MAX_COMMANDS_PER_FLUSH = 20_000
@@ -23,11 +25,19 @@ class WriteBatcher:
     """Runs each submitted command list exactly once, batched with its concurrent neighbours."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, *, timeout_s: float, wait_replicas: int = 0, wait_timeout_ms: int = 0
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        timeout_s: float,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 0,
+        client_of: Callable[[], redis.asyncio.Redis] | None = None,
     ) -> None:
         """`wait_replicas`: each batch's write is followed by a WAIT for that many replicas, for
-        at most `wait_timeout_ms` (one WAIT covers every request of the batch)."""
+        at most `wait_timeout_ms` (one WAIT covers every request of the batch). `client_of`: asked
+        for the client at each flush (on a Redis Cluster, the node of the keyspace's slot then)."""
         self.client = client
+        self.client_of = client_of
         self.timeout_s = timeout_s
         self.wait = (wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._pending: list[tuple[Sequence[Command], asyncio.Future[None]]] = []
@@ -60,9 +70,10 @@ class WriteBatcher:
         # shared with its neighbours) and sent as one atomic call (a Lua call, whose one reply is
         # all to read). Sent once: again only if it could not be sent at all (app/connection/atomic.py).
         commands = coalesce([command for commands, _ in batch for command in commands])
+        client = self.client if self.client_of is None else self.client_of()
         try:
             acknowledged = await asyncio.wait_for(
-                run_atomically_async(self.client, commands, wait_replicas=self.wait), self.timeout_s
+                run_atomically_async(client, commands, wait_replicas=self.wait), self.timeout_s
             )
         except (TimeoutError, *REDIS_DOWN_ERRORS) as error:
             failure = unavailable(error)
@@ -87,6 +98,41 @@ class WriteBatcher:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+
+class WriteRouter:
+    """The API's WriteBatchers: the one, on one Redis (or a Sentinel group); on a Redis Cluster one
+    per keyspace, so that a batch never mixes the keys of two queues (Redis refuses a cross-slot
+    call)."""
+
+    def __init__(
+        self, shards: AsyncShards, *, timeout_s: float, wait_replicas: int = 0, wait_timeout_ms: int = 0
+    ) -> None:
+        self.shards = shards
+        self._options: dict[str, Any] = {
+            "timeout_s": timeout_s,
+            "wait_replicas": wait_replicas,
+            "wait_timeout_ms": wait_timeout_ms,
+        }
+        self._batchers: dict[Keys, WriteBatcher] = {}
+        self._one = None if shards.cluster else WriteBatcher(shards.client(shards.keys), **self._options)
+
+    def for_keys(self, keys: Keys) -> WriteBatcher:
+        """The batcher of a keyspace's writes."""
+        if self._one is not None:
+            return self._one
+        batcher = self._batchers.get(keys)
+        if batcher is None:
+            shards = self.shards
+            batcher = self._batchers[keys] = WriteBatcher(
+                shards.client(keys), client_of=lambda: shards.client(keys), **self._options
+            )
+        return batcher
+
+    async def submit(self, commands: Sequence[Command], keys: Keys | None = None) -> None:
+        """Once Redis has run `commands`, all of them keys of the keyspace `keys` (default: the
+        root keys; on a Redis Cluster, name the queue's: `keys.for_queue(queue)`)."""
+        await self.for_keys(self.shards.keys if keys is None else keys).submit(commands)
 
 
 async def run_confirmed(
