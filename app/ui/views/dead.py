@@ -73,7 +73,7 @@ async def run_bulk(request: Request) -> Response:
     ids = [str(value) for value in form.getlist("ids")]
     wanted = _bulk_request(api.registry.names(), dict(form), ids)
     expected = str(form.get("expected") or "0")
-    operation = bulk.start(request.app, api, wanted, int(expected) if expected.isdigit() else 0)
+    operation = await bulk.start(request.app, api, wanted, int(expected) if expected.isdigit() else 0)
     return RedirectResponse(f"/ui/bulk/{operation}", status_code=303)
 
 

@@ -148,5 +148,5 @@ async def enqueue(request: Request) -> Response:
     if problems:
         return _form(request, job_type, status=422, values=values, errors=problems)
     stored, commands = api.enqueuer.commands(message, delay_ms)
-    await api.batcher.submit(commands)
+    await api.batcher.submit(commands, api.keys.for_queue(stored.queue_name))
     return RedirectResponse(f"/ui/jobs/{stored.message_id}?done=enqueued", status_code=303)

@@ -9,14 +9,17 @@ import shlex
 from typing import Any
 from urllib.parse import urlencode
 
+import redis.asyncio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.api.cancel import cancel
-from app.api.context import api_of
+from app.api.context import Api, api_of
 from app.api.errors import ApiError, deadline
 from app.api.openapi import JOB_ID_PATTERN
+from app.connection.shards import Shard
 from app.errors import JobNotFound
+from app.keys import UnknownJobId
 from app.outcomes import packed
 from app.outcomes.record import (
     CANCELED,
@@ -84,10 +87,10 @@ async def jobs(request: Request) -> Response:
     api = api_of(request)
     wanted = (request.query_params.get("id") or "").strip()
     if wanted:
-        if _job_id.match(wanted):
+        if _job_id.match(wanted) and (shard := _shard_of(api, wanted)) is not None:
             async with deadline():
-                exists = await api.client.exists(api.keys.job(wanted)) or await api.client.hexists(
-                    packed.bucket_key(api.keys, wanted), wanted
+                exists = await shard.client.exists(shard.keys.job(wanted)) or await shard.client.hexists(
+                    packed.bucket_key(shard.keys, wanted), wanted
                 )
             if exists:
                 return RedirectResponse(f"/ui/jobs/{wanted}", status_code=303)
@@ -101,6 +104,14 @@ async def jobs(request: Request) -> Response:
         queues=api.registry.queues(), since=request.query_params.get("since", ""), base_query=base,
         q=request.query_params,
     )  # fmt: skip
+
+
+def _shard_of(api: Api, job_id: str) -> Shard[redis.asyncio.Redis] | None:
+    """The keyspace that would hold a job (None on a Redis Cluster for an id naming no queue)."""
+    try:
+        return api.shards.for_job(job_id)
+    except UnknownJobId:
+        return None
 
 
 def curl_command(request: Request, record: dict[str, object]) -> str:

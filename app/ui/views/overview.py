@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starlette.requests import Request
@@ -42,8 +43,11 @@ async def _queue_action(request: Request, action: str) -> Response:
     queue = request.path_params["name"]
     if queue not in reader.queues:
         raise ApiError(404, f"no queue {queue!r}: the declared queues are {', '.join(reader.queues)}")
-    command = reader.pause_command(queue, now_ms()) if action == "pause" else reader.resume_command(queue)
-    async with deadline(), api.client.pipeline(transaction=False) as pipeline:
+    # In the queue's own keyspace (on a Redis Cluster, on its node): workers look there.
+    shard = api.shards.for_queue(queue)
+    local = dataclasses.replace(reader, keys=shard.keys)
+    command = local.pause_command(queue, now_ms()) if action == "pause" else local.resume_command(queue)
+    async with deadline(), shard.client.pipeline(transaction=False) as pipeline:
         run_commands(pipeline, [command])
         await pipeline.execute()
     return RedirectResponse(f"/ui/?done={action}d&queue={queue}", status_code=303)
