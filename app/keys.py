@@ -87,13 +87,32 @@ class Keys:
     broker_namespace: str = BROKER_NAMESPACE
     #: Keys per queue, under its hash tag (Redis Cluster).
     cluster: bool = False
-    #: The queue whose keyspace this is (cluster only; '' for the root keys).
+    #: The hash tag of this keyspace, without braces (cluster only): a queue's name, or, for the
+    #: root keys (what belongs to no queue: the cleanup status, the schedules' last runs), the
+    #: namespace's.
     queue_tag: str = ""
+    #: The namespaces before any tag (cluster only), from which every keyspace is made.
+    base_namespace: str = ""
+    base_broker_namespace: str = ""
 
     @classmethod
     def root(cls, namespace: str, *, cluster: bool = False) -> Keys:
-        """The keys of a deployment (REDIS_CLUSTER: one keyspace per queue)."""
-        return cls(namespace=namespace, cluster=cluster)
+        """The keys of a deployment (REDIS_CLUSTER: one keyspace per queue, and the root keys
+        under the namespace's own tag, so that each key is found on the node of its slot)."""
+        if not cluster:
+            return cls(namespace=namespace)
+        return cls._tagged(namespace, BROKER_NAMESPACE, namespace)
+
+    @classmethod
+    def _tagged(cls, namespace: str, broker_namespace: str, tag: str) -> Keys:
+        return cls(
+            namespace=f"{namespace}:{{{tag}}}",
+            broker_namespace=f"{broker_namespace}:{{{tag}}}",
+            cluster=True,
+            queue_tag=tag,
+            base_namespace=namespace,
+            base_broker_namespace=broker_namespace,
+        )
 
     def for_queue(self, queue: str) -> Keys:
         """The keyspace of a queue (its delay queue and dead letters included)."""
@@ -102,13 +121,7 @@ class Keys:
         name = canonical_queue(queue).removesuffix(DEAD_LETTER_SUFFIX)
         if name == self.queue_tag:
             return self
-        root = self.root_keys()
-        return Keys(
-            namespace=f"{root.namespace}:{{{name}}}",
-            broker_namespace=f"{root.broker_namespace}:{{{name}}}",
-            cluster=True,
-            queue_tag=name,
-        )
+        return self._tagged(self.base_namespace, self.base_broker_namespace, name)
 
     def for_job(self, job_id: str) -> Keys:
         """The keyspace of a job, from its id (on a cluster, the queue its id ends with)."""
@@ -117,14 +130,10 @@ class Keys:
         return self.for_queue(queue_of_job(job_id))
 
     def root_keys(self) -> Keys:
-        if not self.queue_tag:
+        """The keys of what belongs to no queue (without a cluster: these same keys)."""
+        if not self.cluster:
             return self
-        prefix = f":{{{self.queue_tag}}}"
-        return Keys(
-            namespace=self.namespace.removesuffix(prefix),
-            broker_namespace=self.broker_namespace.removesuffix(prefix),
-            cluster=self.cluster,
-        )
+        return self.for_queue(self.base_namespace)
 
     def keyspaces(self, queues: Iterable[str]) -> list[Keys]:
         """The distinct keyspaces of these queues (one alone, without a cluster), in order."""

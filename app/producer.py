@@ -21,7 +21,8 @@ import redis
 
 from app.broker.enqueue import JOB_REQUEST_FIELDS, Enqueuer
 from app.connection.atomic import Started, start_atomically
-from app.connection.clients import check_cluster_mode, make_client
+from app.connection.clients import check_cluster_mode, make_shards
+from app.connection.shards import Shards
 from app.connection.commands import Command, coalesce
 from app.errors import BrokerUnavailable, InvalidJobData, SettingsError, UnknownJob
 from app.jobs import JobRegistry, load_job_types
@@ -42,12 +43,33 @@ class Summary:
         return not self.invalid and not self.not_enqueued
 
 
+@dataclass(frozen=True)
+class _Line:
+    """A valid line: its number, its job's id, the commands that enqueue it, their keyspace."""
+
+    number: int
+    job_id: str
+    commands: list[Command]
+    keys: Keys
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A batch's lines of one keyspace, their one call, its client, and the call if it went out."""
+
+    lines: list[_Line]
+    commands: list[Command]
+    client: redis.Redis
+    started: Started | None
+
+
 @dataclass
 class Producer:
     """Validates lines and writes them in batches; reports through `out` and `err`."""
 
     enqueuer: Enqueuer
-    client: redis.Redis
+    #: The Redis of each queue's keyspace (one, without a cluster).
+    shards: Shards
     batch_size: int = 500
     retry_for_s: float = 30.0
     rate: float = 0.0
@@ -55,13 +77,12 @@ class Producer:
     ids_out: IO[str] | None = None
     progress: bool = False
     summary: Summary = field(default_factory=Summary)
-    _in_flight: tuple[list[tuple[int, str, list[Command]]], list[Command], Started | None] | None = field(
-        default=None, init=False, repr=False
-    )
+    #: The batch sent and not yet waited for: one call per keyspace it spans (one, without a cluster).
+    _in_flight: list[_Sent] = field(default_factory=list, init=False, repr=False)
 
     def run(self, lines: Iterable[tuple[int, Any]]) -> Summary:
         started = time.monotonic()
-        batch: list[tuple[int, str, list[Command]]] = []
+        batch: list[_Line] = []
         for number, item in lines:
             self.summary.lines += 1
             prepared = self._prepare(number, item, sequence=len(batch))
@@ -77,7 +98,7 @@ class Producer:
             self.err.write("\n")
         return self.summary
 
-    def _prepare(self, number: int, item: Any, sequence: int) -> tuple[int, str, list[Command]] | None:
+    def _prepare(self, number: int, item: Any, sequence: int) -> _Line | None:
         try:
             if isinstance(item, Exception):
                 raise item
@@ -92,45 +113,52 @@ class Producer:
             self.err.write(f"line {number}: skipped: {error}\n")
             return None
         stored, commands = self.enqueuer.commands(message, delay, sequence=sequence)
-        return number, stored.message_id, commands
+        return _Line(number, stored.message_id, commands, self.enqueuer.keys.for_queue(stored.queue_name))
 
-    def _flush(self, batch: list[tuple[int, str, list[Command]]], started: float) -> None:
+    def _flush(self, batch: list[_Line], started: float) -> None:
         """Send a batch without waiting for it (Redis runs it while the next one is prepared),
         once the one before has gone through."""
-        # One atomic call: the new jobs' enqueue calls merged into one.
-        commands = coalesce([command for _, _, job_commands in batch for command in job_commands])
         self._settle(started)
-        try:
-            self._in_flight = (batch, commands, start_atomically(self.client, commands))
-        except BrokerUnavailable:
-            self._in_flight = (batch, commands, None)  # tried again in _settle
+        by_keyspace: dict[Keys, list[_Line]] = {}
+        for line in batch:
+            by_keyspace.setdefault(line.keys, []).append(line)
+        for keys, lines in by_keyspace.items():
+            # One atomic call per keyspace (one, without a cluster): the new jobs' enqueue calls merged into one.
+            commands = coalesce([command for line in lines for command in line.commands])
+            client = self.shards.client(keys)
+            try:
+                self._in_flight.append(_Sent(lines, commands, client, start_atomically(client, commands)))
+            except BrokerUnavailable:
+                self._in_flight.append(_Sent(lines, commands, client, None))  # tried again in _settle
 
     def _settle(self, started: float) -> None:
         """Wait for the batch in flight; while Redis is down, send it again until --retry-for runs out."""
-        if self._in_flight is None:
-            return
-        batch, commands, sent = self._in_flight
-        self._in_flight = None
+        in_flight, self._in_flight = self._in_flight, []
+        for sent in in_flight:
+            self._settle_one(sent, started)
+
+    def _settle_one(self, in_flight: _Sent, started: float) -> None:
+        batch, commands, client, sent = in_flight.lines, in_flight.commands, in_flight.client, in_flight.started
         deadline = time.monotonic() + self.retry_for_s
         pause = 0.2
         while True:
             try:
-                (sent or start_atomically(self.client, commands)).wait()
+                (sent or start_atomically(client, commands)).wait()
                 break
             except BrokerUnavailable as error:
                 sent = None
                 if time.monotonic() + pause > deadline:
-                    first, last = batch[0][0], batch[-1][0]
-                    for number, _, _ in batch:
-                        self.summary.not_enqueued.append((number, str(error)))
-                    self.err.write(f"lines {first}-{last}: NOT enqueued ({len(batch)} jobs): {error}\n")
+                    for line in batch:
+                        self.summary.not_enqueued.append((line.number, str(error)))
+                    numbers = _ranges([line.number for line in batch])
+                    self.err.write(f"lines {numbers}: NOT enqueued ({len(batch)} jobs): {error}\n")
                     return
                 self.err.write(f"Redis unavailable, retrying in {pause:.1f}s: {error}\n")
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
         self.summary.enqueued += len(batch)
         if self.ids_out:
-            self.ids_out.write("".join(f"{job_id}\n" for _, job_id, _ in batch))
+            self.ids_out.write("".join(f"{line.job_id}\n" for line in batch))
         if self.progress:
             elapsed = max(time.monotonic() - started, 1e-6)
             self.err.write(f"\renqueued {self.summary.enqueued} jobs ({self.summary.enqueued / elapsed:,.0f}/s)")
@@ -188,20 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    client = make_client(settings)
+    keys = Keys.root(settings.namespace, cluster=settings.redis_cluster)
+    shards = make_shards(settings, keys)
     try:
-        check_cluster_mode(client, settings)
+        check_cluster_mode(shards.client(keys), settings)
     except SettingsError as error:
-        client.close()
+        shards.close()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    keys = Keys(namespace=settings.namespace)
     log = OutcomeLog.for_settings(keys, settings)
     enqueuer = Enqueuer(registry=registry, keys=keys, log=log, settings=settings)
     ids_out = open(args.ids_out, "a") if args.ids_out else None  # noqa: SIM115 - closed below
     producer = Producer(
         enqueuer=enqueuer,
-        client=client,
+        shards=shards,
         batch_size=args.batch,
         retry_for_s=args.retry_for,
         rate=args.rate,
@@ -225,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ids_out:
             ids_out.close()
+        shards.close()
     elapsed = time.monotonic() - started
     rate = summary.enqueued / elapsed if elapsed > 0 else 0.0
     print(

@@ -71,9 +71,12 @@ def run_once(
     schedule: Schedule, run_at: datetime, *, enqueuer: Enqueuer, keys: Keys, client: redis.Redis
 ) -> tuple[str, bool]:
     """Enqueue the schedule's job for its run at `run_at`, unless a scheduler already has: the
-    job's id, and whether this call enqueued it. BrokerUnavailable if Redis does not answer."""
+    job's id, and whether this call enqueued it. BrokerUnavailable if Redis does not answer.
+    `keys` and `client`: those of the job's queue (on a cluster the run's lock and the schedule's
+    last run are in its queue's keyspace, written in the enqueue's one call)."""
     run_at_ms = int(run_at.timestamp() * 1000)
     message, _ = enqueuer.message(schedule.job_name, schedule.data)
+    keys = keys.for_queue(message.queue_name)
     last_run = {"runAt": run_at_ms, "jobId": message.message_id, "enqueuedAt": now_ms()}
     _, command = enqueuer.command_scheduled(
         message,
@@ -123,8 +126,9 @@ class ScheduleActor(dramatiq.Actor[..., None]):
             return self.message()
         broker, shown = self.task_broker, run_at.astimezone(self.schedule.zone).isoformat()
         try:
+            shard = broker.shard(self.queue_name)
             job_id, enqueued = run_once(
-                self.schedule, run_at, enqueuer=broker.enqueuer, keys=broker.keys, client=broker.client
+                self.schedule, run_at, enqueuer=broker.enqueuer, keys=shard.keys, client=shard.client
             )
         except (BrokerUnavailable, redis.RedisError) as error:
             # periodiq does not catch up missed ticks: this run is lost, the next ones are not.

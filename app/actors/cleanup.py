@@ -16,4 +16,4 @@ class CleanupData(BaseModel):
 
 @job_type("cleanupJob", schema=CleanupData, max_retries=2)
 def cleanup_job(job_id: str, data: dict[str, Any], context: JobContext) -> None:
-    cleanup.run_with(context.settings, context.client, context.registry)
+    cleanup.run_with(context.settings, context.shards, context.registry)

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from app.connection.clients import check_cluster_mode, make_client
+from app.connection.clients import check_cluster_mode, make_shards
+from app.connection.shards import Shards
 from app.errors import SettingsError
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
@@ -52,9 +53,10 @@ def run(
     batch_size: int,
     at_ms: int | None = None,
     state_retention: Mapping[str, int] | None = None,
+    record_status: bool = True,
 ) -> CleanupReport:
     """Remove what is older than the retention (of its state, for those in `state_retention`)
-    and record when this ran and what it removed."""
+    from one keyspace, and record when this ran and what it removed (`record_status`)."""
     started = time.monotonic()
     at_ms = now_ms() if at_ms is None else at_ms
     retention = dict(state_retention or {})
@@ -82,6 +84,14 @@ def run(
         if int(looked) < packed.PRUNE_AT_MOST:
             break
     report.duration_ms = int((time.monotonic() - started) * 1000)
+    if record_status:
+        _record_status(client, keys, report, at_ms=at_ms, retention_seconds=retention_seconds)
+    return report
+
+
+def _record_status(
+    client: redis.Redis, keys: Keys, report: CleanupReport, *, at_ms: int, retention_seconds: int
+) -> None:
     client.hset(
         keys.cleanup_status(),
         mapping={
@@ -95,20 +105,36 @@ def run(
         },
     )
     logger.info("Cleanup removed %s", asdict(report))
-    return report
 
 
-def run_with(settings: Settings, client: redis.Redis, registry: JobRegistry) -> CleanupReport:
-    """One cleanup of every declared job type and queue, under these settings."""
-    return run(
-        client,
-        Keys(namespace=settings.namespace),
-        job_names=registry.names(),
-        queues=registry.queues(),
-        retention_seconds=settings.log_retention_seconds,
-        batch_size=settings.cleanup_batch_size,
-        state_retention=OutcomeLog.for_settings(Keys(namespace=settings.namespace), settings).state_retention,
-    )
+def run_with(settings: Settings, shards: Shards, registry: JobRegistry) -> CleanupReport:
+    """One cleanup of every declared job type and queue, under these settings: of each keyspace
+    (the one, without a cluster), its status recorded in the root keys."""
+    keys = shards.keys
+    at_ms = now_ms()
+    total = CleanupReport()
+    started = time.monotonic()
+    queues = registry.queues()
+    keyspaces = shards.of_queues(queues)
+    for shard in keyspaces:
+        report = run(
+            shard.client,
+            shard.keys,
+            job_names=registry.names(),
+            queues=[queue for queue in queues if keys.for_queue(queue) == shard.keys],
+            retention_seconds=settings.log_retention_seconds,
+            batch_size=settings.cleanup_batch_size,
+            at_ms=at_ms,
+            state_retention=OutcomeLog.for_settings(keys, settings).state_retention,
+            record_status=not keys.cluster,
+        )
+        for name, value in asdict(report).items():
+            setattr(total, name, getattr(total, name) + value)
+    if keys.cluster:
+        total.duration_ms = int((time.monotonic() - started) * 1000)
+        root = keys.root_keys()
+        _record_status(shards.client(root), root, total, at_ms=at_ms, retention_seconds=settings.log_retention_seconds)
+    return total
 
 
 def _trim_index(
@@ -163,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"cleanup: {error}", file=sys.stderr)
         return 2
-    client = make_client(settings)
+    shards = make_shards(settings, Keys.root(settings.namespace, cluster=settings.redis_cluster))
     try:
-        check_cluster_mode(client, settings)
-        report = run_with(settings, client, load_job_types(settings.job_modules))
+        check_cluster_mode(shards.client(shards.keys), settings)
+        report = run_with(settings, shards, load_job_types(settings.job_modules))
     except SettingsError as error:
         print(f"cleanup: {error}", file=sys.stderr)
         return 2
@@ -174,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cleanup: Redis is unavailable ({type(error).__name__}: {error}); nothing was removed", file=sys.stderr)
         return 1
     finally:
-        client.close()
+        shards.close()
     print(json.dumps(asdict(report)))
     return 0
 
