@@ -68,7 +68,9 @@ def test_a_cluster_node_is_refused_and_a_standalone_redis_is_not(
     asyncio.run(check_async(redis_server.url))
 
 
-def test_every_component_refuses_a_cluster_node_at_start_without_redis_cluster(cluster_node: RedisServer, tmp_path: Path) -> None:
+def test_every_component_refuses_a_cluster_node_at_start_without_redis_cluster(
+    cluster_node: RedisServer, tmp_path: Path
+) -> None:
     env = Stack(cluster_node, tmp_path).env
     commands = {
         "worker": [str(VENV_BIN / "dramatiq"), "app.actors", "--processes", "1", "--threads", "1"],
