@@ -22,8 +22,8 @@ import redis
 from app.broker.enqueue import JOB_REQUEST_FIELDS, Enqueuer
 from app.connection.atomic import Started, start_atomically
 from app.connection.clients import check_cluster_mode, make_shards
-from app.connection.shards import Shards
 from app.connection.commands import Command, coalesce
+from app.connection.shards import Shards
 from app.errors import BrokerUnavailable, InvalidJobData, SettingsError, UnknownJob
 from app.jobs import JobRegistry, load_job_types
 from app.keys import Keys
