@@ -261,9 +261,7 @@ def test_redis_cluster_is_a_boolean_and_excludes_sentinels() -> None:
     with pytest.raises(SettingsError, match="expected true or false"):
         Settings.from_env({"REDIS_CLUSTER": "maybe"})
     with pytest.raises(SettingsError, match="REDIS_CLUSTER and REDIS_SENTINELS"):
-        Settings.from_env(
-            {"REDIS_CLUSTER": "true", "REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"}
-        )
+        Settings.from_env({"REDIS_CLUSTER": "true", "REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"})
 
 
 def test_a_worker_refuses_redis_cluster_until_workers_run_on_one() -> None:

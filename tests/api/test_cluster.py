@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,69 +19,32 @@ from app.broker.messages import CANCEL_STOPPED
 from app.connection.atomic import run_atomically
 from app.connection.clients import make_shards
 from app.http import create_app
-from app.jobs import JobRegistry, JobType
+from app.jobs import JobRegistry
 from app.keys import Keys
 from app.outcomes.log import OutcomeLog
 from app.outcomes.record import now_ms
 from app.settings import Settings
-from tests.support.any_jobs import AnyData
-from tests.support.cluster import ClusterDeployment, running_cluster, tags_on_different_masters
+from tests.support import cluster_app
+from tests.support.cluster import ClusterDeployment
+from tests.support.cluster_app import cluster_settings
 from tests.support.inprocess import BASE_URL
 
 pytestmark = pytest.mark.anyio
 
 API_KEY = "cluster-api-key-0123456789"
 HEADERS = {"x-api-key": API_KEY}
-CANDIDATE_QUEUES = ["mail", "reports", "webhooks", "billing", "exports", "images", "search", "audit"]
-_namespaces = itertools.count()
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDeployment]:
-    with running_cluster(tmp_path_factory.mktemp("cluster")) as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def queues(cluster: ClusterDeployment) -> tuple[str, str]:
-    """Two queues whose keys are on different masters: aJob's and bJob's."""
-    return tags_on_different_masters(cluster, CANDIDATE_QUEUES)
-
-
-@pytest.fixture(autouse=True)
-def empty_cluster(cluster: ClusterDeployment) -> None:
-    """Each test starts on an empty cluster (Dramatiq's queue keys are not under our namespace)."""
-    for node in cluster.nodes:
-        with node.client() as client:
-            client.flushall()
+# The shared fixtures (tests/support/cluster_app.py).
+anyio_backend = cluster_app.anyio_backend
+cluster = cluster_app.cluster
+queues = cluster_app.queues
+empty_cluster = cluster_app.empty_cluster
+registry = cluster_app.registry
 
 
 @pytest.fixture
 def settings(cluster: ClusterDeployment, tmp_path: Path) -> Settings:
-    """The cluster's settings, under a namespace of the test's own (and no schedules)."""
-    schedules = tmp_path / "schedules.toml"
-    schedules.write_text("")
-    return Settings.from_env(
-        {
-            **cluster.env(),
-            "API_KEY": API_KEY,
-            "TASKQUEUE_NAMESPACE": f"clustertest{next(_namespaces)}",
-            "SCHEDULES_FILE": str(schedules),
-        }
-    )
-
-
-@pytest.fixture
-def registry(queues: tuple[str, str]) -> JobRegistry:
-    job_types = JobRegistry()
-    for name, queue in zip(("aJob", "bJob"), queues, strict=True):
-        job_types.add(JobType(name=name, schema=AnyData, fn=lambda job_id, data, context: None, queue=queue))
-    return job_types
+    return cluster_settings(cluster, tmp_path, api_key=API_KEY, prefix="clustertest")
 
 
 @contextlib.asynccontextmanager
