@@ -25,7 +25,6 @@ from app.broker.enqueue import Enqueuer
 from app.connection.clients import check_cluster_mode, make_shards
 from app.connection.shards import Shards
 from app.connection.worker_writes import ShardedWrites
-from app.errors import SettingsError
 from app.jobs import JobContext, JobRegistry, JobType
 from app.keys import Keys
 from app.logs import configure_logging
@@ -63,7 +62,7 @@ def build_middleware(settings: Settings, shards: Shards, log: OutcomeLog, writes
         Pipelines(),
         CurrentMessage(),
         # Before anything records a start: a paused or canceled job goes no further.
-        StartGate(keys=shards.keys, client=shards.client(shards.keys), current_job=current_job),
+        StartGate(shards=shards, current_job=current_job),
         # Early: its handle is there for the others' hooks, and its after-hooks run last.
         current_job,
         metrics,
@@ -154,22 +153,11 @@ def keep_results_quietly() -> None:
     get_logger(dramatiq.worker.__name__, dramatiq.worker.WorkerThread).addFilter(_RESULTS_ARE_KEPT)
 
 
-#: Workers do not run on Redis Cluster yet: their fetch, concurrency slots and start gate still
-#: read one keyspace (README: Redis Cluster).
-WORKER_NOT_ON_CLUSTER = (
-    "REDIS_CLUSTER is set, but workers (and the scheduler, which runs in a worker process) do not run on "
-    "a Redis Cluster yet: the API, the console, the producer and cleanup do. Run workers against a "
-    "standalone Redis or a Sentinel group (README: Redis Cluster)."
-)
-
-
 def start(settings: Settings, registry: JobRegistry) -> TaskQueueBroker:
     """The worker process's one broker, set as Dramatiq's, with every job type bound to it, and
     every schedule of SCHEDULES_FILE, checked, as a periodic actor (periodiq's; workers get no
     message for those)."""
     configure_logging(settings)
-    if settings.redis_cluster:
-        raise SettingsError(WORKER_NOT_ON_CLUSTER)
     schedules = load_schedules(settings, registry)
     broker = create_broker(settings, registry)
     check_cluster_mode(broker.client, settings)

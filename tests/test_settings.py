@@ -262,12 +262,3 @@ def test_redis_cluster_is_a_boolean_and_excludes_sentinels() -> None:
         Settings.from_env({"REDIS_CLUSTER": "maybe"})
     with pytest.raises(SettingsError, match="REDIS_CLUSTER and REDIS_SENTINELS"):
         Settings.from_env({"REDIS_CLUSTER": "true", "REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"})
-
-
-def test_a_worker_refuses_redis_cluster_until_workers_run_on_one() -> None:
-    from app.jobs import JobRegistry
-    from app.worker import WORKER_NOT_ON_CLUSTER, start
-
-    with pytest.raises(SettingsError) as refused:
-        start(Settings(redis_cluster=True), JobRegistry())
-    assert str(refused.value) == WORKER_NOT_ON_CLUSTER

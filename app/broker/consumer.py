@@ -100,11 +100,15 @@ class WakeableConsumer(_RedisConsumer):
 
     def __init__(self, broker: TaskQueueBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
-        self.wakeup_key = broker.keys.wakeup(queue_name)
+        # The queue's keyspace and its Redis (on a cluster, the node of the queue's slot; a
+        # consumer rebuilt after a connection error picks up a failover's new node).
+        shard = broker.shard(queue_name)
+        keys, self.client = shard.keys, shard.client
+        self.wakeup_key = keys.wakeup(queue_name)
         self.redis_keys = [
-            broker.keys.acks(broker.broker_id, queue_name),
-            broker.keys.queue(queue_name),
-            broker.keys.queue_messages(queue_name),
+            keys.acks(broker.broker_id, queue_name),
+            keys.queue(queue_name),
+            keys.queue_messages(queue_name),
             self.wakeup_key,
         ]
         self.etas: list[int] = []
@@ -117,12 +121,12 @@ class WakeableConsumer(_RedisConsumer):
         self.delayed_fetcher: DelayedFetcher | None = None
         if is_delay_queue(queue_name):
             self.delayed_fetcher = DelayedFetcher(
-                client=broker.client, keys=broker.keys, queue=queue_name, broker_id=broker.broker_id
+                client=self.client, keys=keys, queue=queue_name, broker_id=broker.broker_id
             )
         else:
             self.fetcher = Fetcher(
-                client=broker.client,
-                keys=broker.keys,
+                client=self.client,
+                keys=keys,
                 registry=broker.enqueuer.registry,
                 queue=queue_name,
                 broker_id=broker.broker_id,
@@ -195,7 +199,7 @@ class WakeableConsumer(_RedisConsumer):
             if message.actor_name in limited:
                 taken.append((message.options["redis_message_id"], message.actor_name))
             decoded.append(FetchedMessage(message, deliveries))
-        self.broker.slots.take(taken)
+        self.broker.slots.take(self.queue_name, taken)
         return decoded
 
     @staticmethod
@@ -240,7 +244,7 @@ class WakeableConsumer(_RedisConsumer):
 
     def _settled(self, redis_id: str) -> None:
         self.broker.in_flight.release(self.queue_name, [redis_id])
-        self.broker.slots.drop(redis_id)
+        self.broker.slots.drop(self.queue_name, redis_id)
 
     def close(self) -> None:
         # At shutdown, before the worker's shutdown hooks (the liveness sweep of this very
@@ -280,11 +284,11 @@ class WakeableConsumer(_RedisConsumer):
         if not releases:
             return
         try:
-            execute(self.broker.client, releases)
+            execute(self.client, releases)
         except REDIS_DOWN_ERRORS as error:
             raise ConnectionClosed(error) from None
         for redis_id in redis_ids:
-            self.broker.slots.drop(redis_id)
+            slots.drop(self.queue_name, redis_id)
 
     def _reclaim_stranded(self) -> None:
         moved = self._run(self.broker.reclaim_stranded, self.broker.in_flight.snapshot(self.queue_name))
@@ -295,7 +299,8 @@ class WakeableConsumer(_RedisConsumer):
     def _run(self, script: Any, ids: list[str]) -> int:
         levels = 0 if is_delay_queue(self.queue_name) else 1
         try:
-            return int(script(keys=self.redis_keys, args=[WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, levels, *ids]))
+            args = [WAKEUP_TOKENS, WAKEUP_TTL_SECONDS, levels, *ids]
+            return int(script(keys=self.redis_keys, args=args, client=self.client))
         except REDIS_DOWN_ERRORS as error:
             raise ConnectionClosed(error) from None
 
@@ -313,7 +318,7 @@ class WakeableConsumer(_RedisConsumer):
             return
         if timeout_s < 0.001:
             return
-        self.broker.client.blpop([self.wakeup_key], timeout=timeout_s)
+        self.client.blpop([self.wakeup_key], timeout=timeout_s)
 
 
 def _redis_id(fetched: FetchedMessage | bytes) -> str:

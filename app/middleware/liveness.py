@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -119,7 +120,7 @@ class Liveness(Middleware):
         slots = getattr(broker, "slots", None)
         if isinstance(slots, SlotHolds):
             # The concurrency slots this process holds stay its own while it beats.
-            slots.renew(broker.client, now + self.timeout_ms)  # type: ignore[attr-defined]
+            slots.renew(_client_of(broker), now + self.timeout_ms)
         if self._healthy_since is None:
             self._healthy_since = time.monotonic()
 
@@ -158,6 +159,15 @@ class Liveness(Middleware):
 def _keyspaces(broker: Broker) -> list[Shard[redis.Redis]]:
     """The keyspaces a broker works in, with their clients (app/broker/broker.py)."""
     return broker.keyspaces()  # type: ignore[attr-defined,no-any-return]
+
+
+def _client_of(broker: Broker) -> Callable[[str], redis.Redis]:
+    """The client of a queue's keyspace (app/broker/broker.py)."""
+
+    def client_of(queue: str) -> redis.Redis:
+        return broker.shard(queue).client  # type: ignore[attr-defined,no-any-return]
+
+    return client_of
 
 
 def _broker_id(broker: Broker) -> str:

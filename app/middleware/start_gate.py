@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -28,8 +29,9 @@ from app.broker.enqueue import ENQUEUED_AT
 from app.broker.messages import CANCEL_STARTED as STARTED
 from app.broker.messages import CANCEL_STOPPED as STOPPED
 from app.broker.messages import PAUSED, FetchedMessage, job_queue
+from app.connection.shards import Shard, Shards
 from app.errors import JobCanceled
-from app.keys import Keys
+from app.keys import UnknownJobId
 from app.middleware.current_job import CurrentJob
 
 #: How often the paused queues and this process's cancel requests are read.
@@ -52,10 +54,10 @@ class NotStarted(SkipMessage):
 class StartGate(Middleware):
     """Keeps paused and canceled jobs from starting in this process."""
 
-    def __init__(self, *, keys: Keys, client: redis.Redis, current_job: CurrentJob) -> None:
+    def __init__(self, *, shards: Shards, current_job: CurrentJob) -> None:
         self.logger = get_logger(__name__, type(self))
-        self.keys = keys
-        self.client = client
+        #: Where a job's record is (its keyspace's Redis).
+        self.shards = shards
         self.current_job = current_job
         self.paused: frozenset[str] = frozenset()
         self._canceled: OrderedDict[str, None] = OrderedDict()
@@ -90,39 +92,49 @@ class StartGate(Middleware):
         since (POST /jobs/{id}/retry): then this is that new message, which may start. Asked of
         Redis, only for jobs with a cancel: the record holds the enqueue time of its latest message."""
         try:
-            state, enqueued_at = self.client.hmget(self.keys.job(message.message_id), "state", "enqueuedAt")
-        except redis.RedisError:
+            shard = self.shards.for_job(message.message_id)
+            state, enqueued_at = shard.client.hmget(shard.keys.job(message.message_id), "state", "enqueuedAt")
+        except (redis.RedisError, UnknownJobId):
             return False  # not known: it stays canceled
         return state not in (None, CANCELED.encode()) and enqueued_at == str(message.options.get(ENQUEUED_AT)).encode()
 
     def _run(self, broker: Broker) -> None:
-        mailbox = self.keys.cancel_requests(str(broker.broker_id))  # type: ignore[attr-defined]
+        broker_id = str(broker.broker_id)  # type: ignore[attr-defined]
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.poll(mailbox)
+                # Every keyspace this process works in (on a Redis Cluster, each queue's: the API
+                # pauses a queue, and asks for a job's cancel, in the queue's own keyspace).
+                self.poll(broker.keyspaces(), broker_id)  # type: ignore[attr-defined]
             except redis.RedisError as error:
                 self.logger.warning("Could not read paused queues and cancel requests: %s", error)
             self._stop.wait(max(0.0, POLL_S - (time.monotonic() - started)))
 
-    def poll(self, mailbox: str) -> None:
-        """Read the paused queues and answer this process's cancel requests."""
-        with self.client.pipeline(transaction=False) as pipeline:
-            pipeline.hkeys(self.keys.paused())
-            pipeline.lpop(mailbox, REQUESTS_PER_POLL)
+    def poll(self, keyspaces: Sequence[Shard[redis.Redis]], broker_id: str) -> None:
+        """Read the paused queues and answer this process's cancel requests, in every keyspace."""
+        paused: set[str] = set()
+        for shard in keyspaces:
+            paused.update(self._poll_one(shard, broker_id))
+        self.paused = frozenset(paused)
+
+    def _poll_one(self, shard: Shard[redis.Redis], broker_id: str) -> list[str]:
+        """One keyspace's paused queues; its cancel requests answered there (the API waits there)."""
+        keys, client = shard.keys, shard.client
+        with client.pipeline(transaction=False) as pipeline:
+            pipeline.hkeys(keys.paused())
+            pipeline.lpop(keys.cancel_requests(broker_id), REQUESTS_PER_POLL)
             paused, requests = pipeline.execute()
-        self.paused = frozenset(_text(queue) for queue in paused)
-        if not requests:
-            return
-        answers: list[tuple[str, str]] = []
-        for request in requests:
-            job_id, _, force = _text(request).partition("|")
-            answers.append((job_id, self.decide(job_id, force=force == "1")))
-        with self.client.pipeline(transaction=False) as pipeline:
-            for job_id, answer in answers:
-                pipeline.rpush(self.keys.cancel_answer(job_id), answer)
-                pipeline.expire(self.keys.cancel_answer(job_id), ANSWER_TTL_S)
-            pipeline.execute()
+        if requests:
+            answers: list[tuple[str, str]] = []
+            for request in requests:
+                job_id, _, force = _text(request).partition("|")
+                answers.append((job_id, self.decide(job_id, force=force == "1")))
+            with client.pipeline(transaction=False) as pipeline:
+                for job_id, answer in answers:
+                    pipeline.rpush(keys.cancel_answer(job_id), answer)
+                    pipeline.expire(keys.cancel_answer(job_id), ANSWER_TTL_S)
+                pipeline.execute()
+        return [_text(queue) for queue in paused]
 
     def decide(self, job_id: str, *, force: bool) -> str:
         """A cancel request: STARTED if the job started here (if it still runs, it is asked to

@@ -8,11 +8,12 @@ message left in Redis (queued, delayed, or fetched but unacked).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import redis
 
+from app.connection.shards import Shards
 from app.keys import Keys, delay_queue
 from app.outcomes.record import FINAL_STATES
 from tests.support.redis_state import records_fields
@@ -41,6 +42,12 @@ class Ledger:
     def at_rest(self) -> bool:
         return not self.missing and not self.unfinished and self.pending_messages == 0
 
+    def add(self, other: Ledger) -> None:
+        """Another keyspace's ledger counted in (Redis Cluster: `read_across`)."""
+        for name, theirs in vars(other).items():
+            mine = getattr(self, name)
+            setattr(self, name, {**mine, **theirs} if isinstance(mine, dict) else mine + theirs)
+
     def line(self) -> str:
         return (
             f"LEDGER accepted={self.accepted} succeeded={self.succeeded} failed={self.failed} "
@@ -63,8 +70,8 @@ class Ledger:
         return "\n".join(parts)
 
 
-def read(client: redis.Redis, keys: Keys, job_ids: Iterable[str]) -> Ledger:
-    """The ledger as Redis shows it now."""
+def read(client: redis.Redis, keys: Keys, job_ids: Iterable[str], queues: Sequence[str] = QUEUES) -> Ledger:
+    """The ledger as Redis shows it now (messages pending on `queues`)."""
     ids = list(dict.fromkeys(job_ids))
     ledger = Ledger(accepted=len(ids))
     rows = records_fields(client, keys, ids, ("state", "executions", "attempts"))
@@ -87,14 +94,27 @@ def read(client: redis.Redis, keys: Keys, job_ids: Iterable[str]) -> Ledger:
             ledger.failed += 1
         else:
             ledger.skipped += 1
-    ledger.pending_messages = pending_messages(client, keys)
+    ledger.pending_messages = pending_messages(client, keys, queues)
     return ledger
 
 
-def pending_messages(client: redis.Redis, keys: Keys) -> int:
+def read_across(shards: Shards, job_ids: Iterable[str], queues: Sequence[str]) -> Ledger:
+    """The ledger of a Redis Cluster: each keyspace's jobs and messages read on its master, summed."""
+    by_keyspace: dict[Keys, list[str]] = {}
+    for job_id in dict.fromkeys(job_ids):
+        by_keyspace.setdefault(shards.keys.for_job(job_id), []).append(job_id)
+    total = Ledger()
+    for shard in shards.of_queues(queues):
+        own = [queue for queue in queues if shards.keys.for_queue(queue) == shard.keys]
+        total.add(read(shard.client, shard.keys, by_keyspace.pop(shard.keys, []), own))
+    assert not by_keyspace, f"jobs of undeclared queues: {by_keyspace}"
+    return total
+
+
+def pending_messages(client: redis.Redis, keys: Keys, queues: Sequence[str] = QUEUES) -> int:
     """Messages still stored for the queues: queued, delayed, or fetched and not yet acked."""
     with client.pipeline(transaction=False) as pipeline:
-        for queue in QUEUES:
+        for queue in queues:
             pipeline.hlen(keys.queue_messages(queue))
             pipeline.hlen(keys.queue_messages(delay_queue(queue)))
         return sum(int(n) for n in pipeline.execute())
@@ -103,11 +123,21 @@ def pending_messages(client: redis.Redis, keys: Keys) -> int:
 def settle(client: redis.Redis, keys: Keys, job_ids: Iterable[str], *, timeout: float = 60.0) -> Ledger:
     """Wait until the accepted jobs are at rest (or the deadline), print the ledger, return it."""
     ids = list(job_ids)
+    return _settle(lambda: read(client, keys, ids), timeout)
+
+
+def settle_across(shards: Shards, job_ids: Iterable[str], queues: Sequence[str], *, timeout: float = 60.0) -> Ledger:
+    """`settle` on a Redis Cluster (`read_across`)."""
+    ids = list(job_ids)
+    return _settle(lambda: read_across(shards, ids, queues), timeout)
+
+
+def _settle(read_now: Callable[[], Ledger], timeout: float) -> Ledger:
     started = time.monotonic()
     deadline = started + timeout
     while True:
         try:
-            ledger = read(client, keys, ids)
+            ledger = read_now()
         except redis.ConnectionError:
             ledger = None  # Redis still restarting
         if ledger is not None and (ledger.at_rest or time.monotonic() > deadline):
