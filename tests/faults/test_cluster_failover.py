@@ -29,7 +29,7 @@ from tests.support.services import RedisServer, Stack, wait_until
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 #: The cluster's node timeout: a master is failed over about this long after it stops answering.
-NODE_TIMEOUT_MS = 1000
+NODE_TIMEOUT_MS = 2000
 
 
 @pytest.fixture

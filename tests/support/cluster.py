@@ -60,7 +60,7 @@ class ClusterDeployment:
             timeout=60,
         )
         for node in self.nodes:
-            wait_until(lambda node=node: self._ready(node), timeout=30, message=f"node {node.port} to join")
+            wait_until(lambda node=node: self._ready(node), timeout=90, message=f"node {node.port} to join")
         return self
 
     def _ready(self, node: RedisServer) -> bool:
